@@ -1,0 +1,6 @@
+"""flmcore.nn.heads: public hub; implementations live in the private flmcore.nn._* modules.
+
+Each topic adds its own re-export lines below (only add lines, keep each import
+pointing to importable code).
+"""
+__all__ = []

@@ -4,3 +4,5 @@ Each topic adds its own re-export lines below (only add lines, keep each import
 pointing to importable code).
 """
 __all__ = []
+from ._pip import PIPLoss  # noqa: E402
+__all__ += ["PIPLoss"]

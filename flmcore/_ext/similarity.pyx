@@ -1,0 +1,185 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Batched closed-form weighted 2-D similarity alignment (Cython + OpenMP).
+
+Called by :mod:`flmcore.procrustes` only.  Plain arrays in, plain arrays out,
+no validation: the caller has replaced missing (NaN) points by 0 and given them
+weight 0, and checked every shape and size.
+
+For each batch item ``b`` the kernel finds ``s, R, t`` minimising
+``sum_i w_i |s R x_i + t - y_i|^2`` (Umeyama 1991 in 2-D).  With the weighted
+centroids removed and ``M = sum_i w_i y_i x_i^T`` the optimum rotation has
+``(cos, sin)`` proportional to ``(M00 + M11, M10 - M01)``; the optimum
+reflection ``[[c, s], [s, -c]]`` has ``(c, s)`` proportional to
+``(M00 - M11, M01 + M10)``.  The optimum scale is ``|.| / sum_i w_i |x_i|^2``.
+No SVD, no iteration; every item is independent, so the result does not
+depend on the number of threads.
+"""
+from cython.parallel import prange
+
+from libc.math cimport sqrt, fabs
+
+
+cdef inline int _fit_one(const double* x, const double* y, const double* w, Py_ssize_t P,
+                         bint scale, bint reflection, double* out) noexcept nogil:
+    """Fit one item (x, y: P*2 contiguous); out = [s, r00, r01, r10, r11, t0, t1]. Returns a status code."""
+    cdef Py_ssize_t i
+    cdef double sw = 0.0, mx0 = 0.0, mx1 = 0.0, my0 = 0.0, my1 = 0.0
+    cdef double wi, ax0, ax1, ay0, ay1
+    cdef double sxx = 0.0, syy = 0.0, rawx = 0.0, rawy = 0.0
+    cdef double m00 = 0.0, m01 = 0.0, m10 = 0.0, m11 = 0.0
+    cdef double p, q, mp, pr, qr, mr, c, sn, s, r00, r01, r10, r11
+    cdef int nvalid = 0
+    for i in range(P):
+        wi = w[i]
+        if wi > 0.0:
+            nvalid = nvalid + 1
+            sw = sw + wi
+            mx0 = mx0 + wi * x[2 * i + 0]
+            mx1 = mx1 + wi * x[2 * i + 1]
+            my0 = my0 + wi * y[2 * i + 0]
+            my1 = my1 + wi * y[2 * i + 1]
+    if nvalid < 2:
+        return 1
+    mx0 = mx0 / sw
+    mx1 = mx1 / sw
+    my0 = my0 / sw
+    my1 = my1 / sw
+    for i in range(P):
+        wi = w[i]
+        if wi > 0.0:
+            ax0 = x[2 * i + 0] - mx0
+            ax1 = x[2 * i + 1] - mx1
+            ay0 = y[2 * i + 0] - my0
+            ay1 = y[2 * i + 1] - my1
+            sxx = sxx + wi * (ax0 * ax0 + ax1 * ax1)
+            syy = syy + wi * (ay0 * ay0 + ay1 * ay1)
+            rawx = rawx + wi * (x[2 * i + 0] * x[2 * i + 0] + x[2 * i + 1] * x[2 * i + 1])
+            rawy = rawy + wi * (y[2 * i + 0] * y[2 * i + 0] + y[2 * i + 1] * y[2 * i + 1])
+            m00 = m00 + wi * ay0 * ax0
+            m01 = m01 + wi * ay0 * ax1
+            m10 = m10 + wi * ay1 * ax0
+            m11 = m11 + wi * ay1 * ax1
+    # degenerate: spread below 1e-12 of the coordinate magnitude (all points equal)
+    if not (sxx > 1e-24 * rawx) or sxx <= 0.0:
+        return 2
+    if not (syy > 1e-24 * rawy) or syy <= 0.0:
+        return 3
+    p = m00 + m11
+    q = m10 - m01
+    mp = sqrt(p * p + q * q)
+    pr = m00 - m11
+    qr = m01 + m10
+    mr = sqrt(pr * pr + qr * qr)
+    if reflection and mr > mp:
+        c = pr / mr
+        sn = qr / mr
+        r00 = c
+        r01 = sn
+        r10 = sn
+        r11 = -c
+        s = mr / sxx
+    else:
+        if mp > 0.0:
+            c = p / mp
+            sn = q / mp
+        else:
+            c = 1.0
+            sn = 0.0
+        r00 = c
+        r01 = -sn
+        r10 = sn
+        r11 = c
+        s = mp / sxx
+    if not scale:
+        s = 1.0
+    out[0] = s
+    out[1] = r00
+    out[2] = r01
+    out[3] = r10
+    out[4] = r11
+    out[5] = my0 - s * (r00 * mx0 + r01 * mx1)
+    out[6] = my1 - s * (r10 * mx0 + r11 * mx1)
+    return 0
+
+
+def similarity_fit(const double[:, :, ::1] src, const double[:, :, ::1] dst, const double[:, ::1] w,
+                   bint scale, bint reflection, double[:, ::1] params, double[:, :, ::1] aligned,
+                   signed char[::1] status, int num_threads):
+    """Fit and apply a similarity per batch item.
+
+    Parameters
+    ----------
+    src : (B, P, 2) float64, missing points zero-filled
+    dst : (Bd, P, 2) float64 with Bd == B or Bd == 1 (one target for all)
+    w : (Bw, P) float64 >= 0 with Bw == B or Bw == 1
+    scale, reflection : allow scaling / reflections
+    params : (B, 7) output ``[s, r00, r01, r10, r11, t0, t1]``
+    aligned : (B, P, 2) output ``s R src + t`` (or shape (0, 0, 2) to skip)
+    status : (B,) output int8: 0 ok, 1 fewer than 2 weighted points,
+        2 source degenerate (all weighted points equal), 3 target degenerate
+    num_threads : OpenMP threads (>= 1)
+    """
+    cdef Py_ssize_t B = src.shape[0]
+    cdef Py_ssize_t P = src.shape[1]
+    cdef Py_ssize_t Bd = dst.shape[0]
+    cdef Py_ssize_t Bw = w.shape[0]
+    cdef bint do_apply = aligned.shape[0] == B
+    cdef Py_ssize_t b, i, bd, bw
+    cdef int st
+    cdef double s, r00, r01, r10, r11, t0, t1, x0, x1
+    for b in prange(B, nogil=True, num_threads=num_threads, schedule="static"):
+        bd = b if Bd > 1 else 0
+        bw = b if Bw > 1 else 0
+        st = _fit_one(&src[b, 0, 0], &dst[bd, 0, 0], &w[bw, 0], P, scale, reflection, &params[b, 0])
+        status[b] = <signed char> st
+        if st != 0:
+            params[b, 0] = 1.0
+            params[b, 1] = 1.0
+            params[b, 2] = 0.0
+            params[b, 3] = 0.0
+            params[b, 4] = 1.0
+            params[b, 5] = 0.0
+            params[b, 6] = 0.0
+        if do_apply:
+            s = params[b, 0]
+            r00 = s * params[b, 1]
+            r01 = s * params[b, 2]
+            r10 = s * params[b, 3]
+            r11 = s * params[b, 4]
+            t0 = params[b, 5]
+            t1 = params[b, 6]
+            for i in range(P):
+                x0 = src[b, i, 0]
+                x1 = src[b, i, 1]
+                aligned[b, i, 0] = r00 * x0 + r01 * x1 + t0
+                aligned[b, i, 1] = r10 * x0 + r11 * x1 + t1
+
+
+def weighted_point_mean(const double[:, :, ::1] shapes, const double[:, ::1] w, double[:, ::1] out,
+                        int num_threads):
+    """Per-point weighted mean over the batch: ``out[i] = sum_b w[b,i] x[b,i] / sum_b w[b,i]``.
+
+    Parallel over points (each point's sum runs over b in a fixed order, so the
+    result does not depend on the thread count).  Points with zero total
+    weight get NaN.
+    """
+    cdef Py_ssize_t B = shapes.shape[0]
+    cdef Py_ssize_t P = shapes.shape[1]
+    cdef Py_ssize_t b, i
+    cdef double s0, s1, sw, wi
+    for i in prange(P, nogil=True, num_threads=num_threads, schedule="static"):
+        s0 = 0.0
+        s1 = 0.0
+        sw = 0.0
+        for b in range(B):
+            wi = w[b, i]
+            if wi > 0.0:
+                s0 = s0 + wi * shapes[b, i, 0]
+                s1 = s1 + wi * shapes[b, i, 1]
+                sw = sw + wi
+        if sw > 0.0:
+            out[i, 0] = s0 / sw
+            out[i, 1] = s1 / sw
+        else:
+            out[i, 0] = 0.0 / sw
+            out[i, 1] = 0.0 / sw

@@ -1,0 +1,598 @@
+"""Facial landmark annotation schemes and the correspondences between them.
+
+A :class:`Scheme` describes one annotation protocol (iBUG-68, WFLW-98, ...):
+its number of points, the named boundary curves (ordered point indices, open
+or closed), the *corner* points (where the anisotropic weight of Rayhan et al.
+is the identity), the outer eye corners that define the inter-ocular distance
+and the indices whose mean is each eye centre (the pupil point itself where a
+scheme has one) that define the inter-pupil distance.
+
+Conventions
+-----------
+* Indices are 0-based.
+* **Left and right are image left and right** (the viewer's left), i.e. the
+  iBUG points 36-41 form ``eye_left`` although they outline the *subject's*
+  right eye.  Every scheme here follows the same convention, so that
+  ``left_eye`` of one scheme is ``left_eye`` of every other one.
+* Isolated points (pupils, nose tip of sparse schemes, chin, ears) lie on no
+  curve and are listed in ``corners``: every point that is not a corner lies on
+  exactly one curve and has a well-defined tangent.  A few schemes share a
+  corner between two curves (for example the mouth corners of ``cofw29`` close
+  both the outer and the inner lip); shared points are always corners.
+
+Cross-scheme data live in this module only: every point of every scheme
+carries a *semantic label* (an iBUG-68 index for the points that coincide
+with an iBUG point, or a name such as ``"left_pupil"`` for the others).
+:func:`correspondences` pairs points with the same label;
+:func:`correspondence_matrix` also expresses derived points as averages
+(e.g. an eye centre as the mean of the iBUG eye ring, the standard 68 -> 5
+reduction); :func:`convert` applies it (e.g. the standard WFLW-98 -> iBUG-68
+index map).
+
+Point orders
+------------
+ibug68
+    Multi-PIE / 300-W order: jaw 0-16, brows 17-21 and 22-26, nose bridge
+    27-30, nose base 31-35, eyes 36-41 and 42-47, outer lips 48-59, inner
+    lips 60-67.
+wflw98
+    jaw 0-32, brows 33-41 and 42-50 (closed loops: upper edge outer->inner
+    then lower edge back), nose bridge 51-54, nose base 55-59, eyes 60-67 and
+    68-75 (60 and 72 outer corners), outer lips 76-87, inner lips 88-95,
+    pupils 96 and 97.
+cofw29, helen_zhou29
+    The LFPW/COFW 29 fiducials (verified for ``helen_zhou29`` on the 234 HELEN
+    faces that also carry the iBUG-68 labels, see ``tests/test_schemes.py``):
+    0/1 left/right brow outer end, 2/3 left/right brow inner end, 4/5 left
+    brow top/bottom middle, 6/7 right brow top/bottom middle, 8/9 left/right
+    eye outer corner, 10/11 left/right eye inner corner, 12/13 left eye top /
+    bottom lid, 14/15 right eye top/bottom lid, 16/17 left/right pupil,
+    18/19 left/right nose wing, 20 nose tip, 21 subnasale, 22/23 left/right
+    mouth corner, 24/25 upper lip top/bottom, 26/27 lower lip top/bottom,
+    28 chin.
+aflw21
+    The original AFLW points: 0-2 left brow (outer, middle, inner), 3-5
+    right brow (inner, middle, outer), 6-8 left eye (outer corner, centre,
+    inner corner), 9-11 right eye (inner, centre, outer), 12 left ear lobe,
+    13 nose left, 14 nose tip, 15 nose right, 16 right ear lobe, 17 mouth
+    left, 18 mouth centre, 19 mouth right, 20 chin.
+aflw19
+    aflw21 without the two ear lobes (the HRNet / mmpose / PIPNet protocol).
+lapa106
+    jaw 0-32, brows 33-41 and 42-50 (closed loops as in WFLW), nose bridge
+    51-54, nose outline 55-65 (wing to wing through the columella, 60),
+    left eye 66-73 (66 outer corner, 70 inner corner), 74 left eye centre,
+    right eye 75-82 (75 inner, 79 outer corner), 83 right eye centre, outer
+    lips 84-95, inner lips 96-103, pupils 104 and 105.
+mtfl5
+    0 left eye centre, 1 right eye centre, 2 nose tip, 3 left mouth corner,
+    4 right mouth corner.  There are no eye corners, so ``interocular`` is
+    the eye-centre pair.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple, Union
+
+import numpy as np
+
+from ._validate import check_array, check_in, check_shapes
+
+__all__ = [
+    "Curve",
+    "Scheme",
+    "get_scheme",
+    "list_schemes",
+    "correspondences",
+    "correspondence_matrix",
+    "convert",
+    "semantic_labels",
+]
+
+
+@dataclass(frozen=True)
+class Curve:
+    """An ordered run of landmark indices forming one facial boundary.
+
+    Attributes
+    ----------
+    name : str
+        Curve name (``"jaw"``, ``"eye_left"``, ...).
+    indices : tuple of int
+        Point indices in order along the curve.
+    closed : bool
+        Whether the last point connects back to the first.
+
+    Examples
+    --------
+    >>> Curve("eye_left", (36, 37, 38, 39, 40, 41), True).n_points
+    6
+    """
+
+    name: str
+    indices: Tuple[int, ...]
+    closed: bool
+
+    @property
+    def n_points(self) -> int:
+        """Number of points on the curve."""
+        return len(self.indices)
+
+    @property
+    def ends(self) -> Tuple[int, ...]:
+        """The two end indices of an open curve, ``()`` for a closed one."""
+        return () if self.closed else (self.indices[0], self.indices[-1])
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A landmark annotation scheme (see the module docstring for point orders).
+
+    Attributes
+    ----------
+    name : str
+        Scheme name, e.g. ``"ibug68"``.
+    n_points : int
+        Number of landmarks ``P``.
+    curves : tuple of Curve
+        Named boundary curves; together with ``corners`` they cover every point.
+    corners : tuple of int
+        Points with an isotropic (identity) weight: open-curve ends, eye and
+        mouth corners, and all isolated points.
+    interocular : tuple of (int, int)
+        Outer eye corners (left, right) defining the inter-ocular distance.
+    left_eye, right_eye : tuple of int
+        Indices whose mean is the eye centre (a single pupil index when the
+        scheme has one).
+    description : str
+        One-line description and source of the scheme.
+
+    Examples
+    --------
+    >>> s = get_scheme("ibug68")
+    >>> s.n_points, s.curve("jaw").indices[:3], s.interocular
+    (68, (0, 1, 2), (36, 45))
+    """
+
+    name: str
+    n_points: int
+    curves: Tuple[Curve, ...]
+    corners: Tuple[int, ...]
+    interocular: Tuple[int, int]
+    left_eye: Tuple[int, ...]
+    right_eye: Tuple[int, ...]
+    description: str = field(default="", compare=False)
+
+    # -- structure -----------------------------------------------------------------
+    @property
+    def curve_names(self) -> Tuple[str, ...]:
+        """Names of the curves in order."""
+        return tuple(c.name for c in self.curves)
+
+    def curve(self, name: str) -> Curve:
+        """Return the curve called ``name`` (``ValueError`` listing the names otherwise).
+
+        Examples
+        --------
+        >>> get_scheme("wflw98").curve("eye_left").closed
+        True
+        """
+        for c in self.curves:
+            if c.name == name:
+                return c
+        raise ValueError(f"name must be one of the curves of {self.name}: "
+                         f"{', '.join(self.curve_names)}; got {name!r}")
+
+    @property
+    def isolated(self) -> Tuple[int, ...]:
+        """Points on no curve (pupils, nose tip of sparse schemes, chin, ...)."""
+        on = {i for c in self.curves for i in c.indices}
+        return tuple(i for i in range(self.n_points) if i not in on)
+
+    def curve_labels(self) -> np.ndarray:
+        """Curve number of every point (``-1`` for isolated points).
+
+        A point shared by two curves (always a corner) gets the first one.
+
+        Returns
+        -------
+        numpy.ndarray of int, shape (P,)
+
+        Examples
+        --------
+        >>> get_scheme("ibug68").curve_labels()[[0, 17, 36]].tolist()
+        [0, 1, 5]
+        """
+        out = np.full(self.n_points, -1, dtype=np.int64)
+        for k, c in reversed(list(enumerate(self.curves))):
+            out[list(c.indices)] = k
+        return out
+
+    # -- distances -------------------------------------------------------------------
+    def _check(self, shapes, name: str = "shapes") -> np.ndarray:
+        arr = check_array(shapes, name, allow_nan=True)
+        if arr.ndim < 2 or arr.shape[-1] != 2 or arr.shape[-2] != self.n_points:
+            raise ValueError(f"{name} must have shape (..., {self.n_points}, 2) for scheme {self.name}, "
+                             f"got shape {arr.shape}")
+        return arr
+
+    def eye_centres(self, shapes) -> np.ndarray:
+        """Eye centres ``[left, right]`` (mean of ``left_eye`` / ``right_eye``).
+
+        Parameters
+        ----------
+        shapes : array_like, shape (..., P, 2)
+
+        Returns
+        -------
+        numpy.ndarray, shape (..., 2, 2)
+            ``out[..., 0, :]`` is the (image-)left eye centre.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> s = get_scheme("mtfl5")
+        >>> s.eye_centres(np.array([[0., 0], [4, 0], [2, 2], [1, 4], [3, 4]])).tolist()
+        [[0.0, 0.0], [4.0, 0.0]]
+        """
+        arr = self._check(shapes)
+        left = arr[..., list(self.left_eye), :].mean(axis=-2)
+        right = arr[..., list(self.right_eye), :].mean(axis=-2)
+        return np.stack([left, right], axis=-2)
+
+    def interocular_distance(self, shapes) -> np.ndarray:
+        """Distance between the outer eye corners ``interocular``.
+
+        Parameters
+        ----------
+        shapes : array_like, shape (..., P, 2)
+
+        Returns
+        -------
+        numpy.ndarray, shape (...)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> x = np.zeros((68, 2)); x[45] = (3.0, 4.0)
+        >>> float(get_scheme("ibug68").interocular_distance(x))
+        5.0
+        """
+        arr = self._check(shapes)
+        i, j = self.interocular
+        return np.linalg.norm(arr[..., i, :] - arr[..., j, :], axis=-1)
+
+    def interpupil_distance(self, shapes) -> np.ndarray:
+        """Distance between the eye centres (see :meth:`eye_centres`).
+
+        Parameters
+        ----------
+        shapes : array_like, shape (..., P, 2)
+
+        Returns
+        -------
+        numpy.ndarray, shape (...)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> x = np.zeros((98, 2)); x[97] = (6.0, 8.0)
+        >>> float(get_scheme("wflw98").interpupil_distance(x))
+        10.0
+        """
+        c = self.eye_centres(shapes)
+        return np.linalg.norm(c[..., 0, :] - c[..., 1, :], axis=-1)
+
+
+# ---------------------------------------------------------------------------------------
+# scheme definitions
+# ---------------------------------------------------------------------------------------
+def _r(a: int, b: int) -> Tuple[int, ...]:
+    """Inclusive range ``a..b`` as a tuple."""
+    return tuple(range(a, b + 1))
+
+
+def _make(name, n, curves, extra_corners, interocular, left_eye, right_eye, description) -> Scheme:
+    cs = tuple(Curve(cn, tuple(ix), closed) for cn, ix, closed in curves)
+    corners = set(extra_corners)
+    for c in cs:
+        corners.update(c.ends)
+    on = {i for c in cs for i in c.indices}
+    corners.update(i for i in range(n) if i not in on)
+    return Scheme(name, n, cs, tuple(sorted(corners)), tuple(interocular), tuple(left_eye), tuple(right_eye),
+                  description)
+
+
+_LFPW29_CURVES = [
+    ("brow_left", (0, 4, 2, 5), True),
+    ("brow_right", (3, 6, 1, 7), True),
+    ("eye_left", (8, 12, 10, 13), True),
+    ("eye_right", (11, 14, 9, 15), True),
+    ("nose_base", (18, 21, 19), False),
+    ("lip_outer", (22, 24, 23, 27), True),
+    ("lip_inner", (22, 25, 23, 26), True),
+]
+_LFPW29_CORNERS = (0, 1, 2, 3, 8, 9, 10, 11, 22, 23)
+
+_AFLW19_CURVES = [
+    ("brow_left", (0, 1, 2), False),
+    ("brow_right", (3, 4, 5), False),
+    ("nose_base", (12, 13, 14), False),
+    ("mouth", (15, 16, 17), False),
+]
+_AFLW21_CURVES = [
+    ("brow_left", (0, 1, 2), False),
+    ("brow_right", (3, 4, 5), False),
+    ("nose_base", (13, 14, 15), False),
+    ("mouth", (17, 18, 19), False),
+]
+
+_SCHEMES: Dict[str, Scheme] = {
+    s.name: s
+    for s in [
+        _make("ibug68", 68,
+              [("jaw", _r(0, 16), False), ("brow_left", _r(17, 21), False), ("brow_right", _r(22, 26), False),
+               ("nose_bridge", _r(27, 30), False), ("nose_base", _r(31, 35), False),
+               ("eye_left", _r(36, 41), True), ("eye_right", _r(42, 47), True),
+               ("lip_outer", _r(48, 59), True), ("lip_inner", _r(60, 67), True)],
+              (36, 39, 42, 45, 48, 54, 60, 64), (36, 45), _r(36, 41), _r(42, 47),
+              "iBUG 300-W / Multi-PIE 68 points (Sagonas et al. 2013)"),
+        _make("wflw98", 98,
+              [("jaw", _r(0, 32), False), ("brow_left", _r(33, 41), True), ("brow_right", _r(42, 50), True),
+               ("nose_bridge", _r(51, 54), False), ("nose_base", _r(55, 59), False),
+               ("eye_left", _r(60, 67), True), ("eye_right", _r(68, 75), True),
+               ("lip_outer", _r(76, 87), True), ("lip_inner", _r(88, 95), True)],
+              (33, 37, 42, 46, 60, 64, 68, 72, 76, 82, 88, 92), (60, 72), (96,), (97,),
+              "WFLW 98 points (Wu et al. 2018)"),
+        _make("cofw29", 29, _LFPW29_CURVES, _LFPW29_CORNERS, (8, 9), (16,), (17,),
+              "COFW / LFPW 29 points (Burgos-Artizzu et al. 2013)"),
+        _make("helen_zhou29", 29, _LFPW29_CURVES, _LFPW29_CORNERS, (8, 9), (16,), (17,),
+              "HELEN faces re-labelled with the LFPW/COFW 29 points (Zhou et al. 2013), same order as cofw29"),
+        _make("aflw21", 21, _AFLW21_CURVES, (6, 8, 9, 11), (6, 11), (7,), (10,),
+              "AFLW 21 points (Koestinger et al. 2011), with ear lobes"),
+        _make("aflw19", 19, _AFLW19_CURVES, (6, 8, 9, 11), (6, 11), (7,), (10,),
+              "AFLW 19 points (HRNet / mmpose / PIPNet protocol: AFLW-21 without the ear lobes)"),
+        _make("lapa106", 106,
+              [("jaw", _r(0, 32), False), ("brow_left", _r(33, 41), True), ("brow_right", _r(42, 50), True),
+               ("nose_bridge", _r(51, 54), False), ("nose_base", _r(55, 65), False),
+               ("eye_left", _r(66, 73), True), ("eye_right", _r(75, 82), True),
+               ("lip_outer", _r(84, 95), True), ("lip_inner", _r(96, 103), True)],
+              (33, 37, 42, 46, 66, 70, 75, 79, 84, 90, 96, 100), (66, 79), (104,), (105,),
+              "LaPa 106 points (Liu et al. 2020)"),
+        _make("mtfl5", 5, [], (), (0, 1), (0,), (1,),
+              "MTFL 5 points: eye centres, nose tip, mouth corners (Zhang et al. 2014)"),
+    ]
+}
+
+
+def list_schemes() -> Tuple[str, ...]:
+    """Names of the known schemes.
+
+    Examples
+    --------
+    >>> "ibug68" in list_schemes()
+    True
+    """
+    return tuple(_SCHEMES)
+
+
+def get_scheme(name: Union[str, Scheme]) -> Scheme:
+    """Return the :class:`Scheme` called ``name`` (a Scheme is returned as is).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name; the message lists the known ones.
+
+    Examples
+    --------
+    >>> get_scheme("cofw29").n_points
+    29
+    """
+    if isinstance(name, Scheme):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"scheme name must be a str, got {type(name).__name__}")
+    key = name.lower()
+    if key not in _SCHEMES:
+        raise ValueError(f"unknown scheme {name!r}; known schemes: {', '.join(_SCHEMES)}")
+    return _SCHEMES[key]
+
+
+# ---------------------------------------------------------------------------------------
+# semantic labels and correspondences
+# ---------------------------------------------------------------------------------------
+# A label is an int (the iBUG-68 index of the same point) or a str naming a point
+# that iBUG-68 does not carry.  _DERIVED gives the standard iBUG-68 definition of
+# some of the str labels as the mean of iBUG points.
+Label = Union[int, str]
+
+_DERIVED: Dict[str, Tuple[int, ...]] = {
+    "left_pupil": _r(36, 41),
+    "right_pupil": _r(42, 47),
+    "left_eye_top": (37, 38),
+    "left_eye_bottom": (40, 41),
+    "right_eye_top": (43, 44),
+    "right_eye_bottom": (46, 47),
+    "mouth_centre": (62, 66),
+}
+
+# WFLW-98 -> iBUG-68: the standard index map (jaw every second point, upper brow
+# edge, nose, eye corners and the 1/4-3/4 lid points, all lip points).
+_WFLW98_TO_IBUG68: Tuple[int, ...] = (
+    tuple(range(0, 33, 2)) + _r(33, 37) + _r(42, 46) + _r(51, 59)
+    + (60, 61, 63, 64, 65, 67) + (68, 69, 71, 72, 73, 75) + _r(76, 95)
+)
+# LaPa-106 -> iBUG-68 (same construction: jaw every second point, upper brow
+# edge, bridge, the five central nose-base points, eye corners and 1/4-3/4 lid
+# points, lips).
+_LAPA106_TO_IBUG68: Tuple[int, ...] = (
+    tuple(range(0, 33, 2)) + _r(33, 37) + _r(42, 46) + _r(51, 54) + _r(58, 62)
+    + (66, 67, 69, 70, 71, 73) + (75, 76, 78, 79, 80, 82) + _r(84, 103)
+)
+
+_LFPW29_LABELS: Dict[int, Label] = {
+    0: 17, 1: 26, 2: 21, 3: 22, 4: 19, 5: "left_brow_bottom", 6: 24, 7: "right_brow_bottom",
+    8: 36, 9: 45, 10: 39, 11: 42, 12: "left_eye_top", 13: "left_eye_bottom",
+    14: "right_eye_top", 15: "right_eye_bottom", 16: "left_pupil", 17: "right_pupil",
+    18: 31, 19: 35, 20: 30, 21: 33, 22: 48, 23: 54, 24: 51, 25: 62, 26: 66, 27: 57, 28: 8,
+}
+_AFLW19_LABELS: Dict[int, Label] = {
+    0: 17, 1: 19, 2: 21, 3: 22, 4: 24, 5: 26, 6: 36, 7: "left_pupil", 8: 39, 9: 42, 10: "right_pupil",
+    11: 45, 12: 31, 13: 30, 14: 35, 15: 48, 16: "mouth_centre", 17: 54, 18: 8,
+}
+_AFLW21_LABELS: Dict[int, Label] = {
+    **{i: _AFLW19_LABELS[i] for i in range(12)}, 12: "left_ear",
+    **{i + 1: _AFLW19_LABELS[i] for i in range(12, 15)}, 16: "right_ear",
+    **{i + 2: _AFLW19_LABELS[i] for i in range(15, 19)},
+}
+
+
+def _labels_from_map(n: int, to_ibug: Tuple[int, ...], extra: Dict[int, Label]) -> Dict[int, Label]:
+    lab: Dict[int, Label] = {src: k for k, src in enumerate(to_ibug)}
+    lab.update(extra)
+    assert len(lab) <= n
+    return lab
+
+
+_LABELS: Dict[str, Dict[int, Label]] = {
+    "ibug68": {k: k for k in range(68)},
+    "wflw98": _labels_from_map(98, _WFLW98_TO_IBUG68, {62: "left_eye_top", 66: "left_eye_bottom", 70: "right_eye_top",
+                                                        74: "right_eye_bottom", 96: "left_pupil", 97: "right_pupil"}),
+    "lapa106": _labels_from_map(106, _LAPA106_TO_IBUG68, {68: "left_eye_top", 72: "left_eye_bottom", 77: "right_eye_top",
+                                                          81: "right_eye_bottom", 104: "left_pupil", 105: "right_pupil"}),
+    "cofw29": dict(_LFPW29_LABELS),
+    "helen_zhou29": dict(_LFPW29_LABELS),
+    "aflw19": _AFLW19_LABELS,
+    "aflw21": _AFLW21_LABELS,
+    "mtfl5": {0: "left_pupil", 1: "right_pupil", 2: 30, 3: 48, 4: 54},
+}
+
+
+def semantic_labels(scheme: Union[str, Scheme]) -> Tuple[Union[int, str, None], ...]:
+    """Semantic label of every point: the iBUG-68 index, a name, or ``None``.
+
+    Examples
+    --------
+    >>> semantic_labels("mtfl5")
+    ('left_pupil', 'right_pupil', 30, 48, 54)
+    """
+    s = get_scheme(scheme)
+    lab = _LABELS[s.name]
+    return tuple(lab.get(i) for i in range(s.n_points))
+
+
+def correspondences(a: Union[str, Scheme], b: Union[str, Scheme]) -> np.ndarray:
+    """Pairs of points of schemes ``a`` and ``b`` that denote the same facial point.
+
+    Only exact pairs (same semantic label) are listed; derived points (an eye
+    centre as the mean of an eye ring) are in :func:`correspondence_matrix`.
+    The lookup is symmetric: ``correspondences(b, a)`` is this array with its
+    columns swapped.
+
+    Parameters
+    ----------
+    a, b : str or Scheme
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (K, 2)
+        Column 0 indexes ``a``, column 1 indexes ``b``; sorted by column 0.
+
+    Examples
+    --------
+    >>> correspondences("ibug68", "mtfl5").tolist()
+    [[30, 2], [48, 3], [54, 4]]
+    >>> correspondences("wflw98", "ibug68")[:3].tolist()
+    [[0, 0], [2, 1], [4, 2]]
+    """
+    sa, sb = get_scheme(a), get_scheme(b)
+    la, lb = _LABELS[sa.name], _LABELS[sb.name]
+    inv_b = {lab: j for j, lab in lb.items()}
+    pairs = sorted((i, inv_b[lab]) for i, lab in la.items() if lab in inv_b)
+    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def correspondence_matrix(a: Union[str, Scheme], b: Union[str, Scheme]) -> np.ndarray:
+    """Matrix ``M`` (P_b, P_a) with ``M @ shape_a`` = the points of scheme ``b``.
+
+    Row ``j`` is one-hot where ``a`` has the same point, the standard average
+    of ``a`` points where ``b``'s point is defined that way (eye centres as
+    the mean of the six iBUG eye points, eyelid mid-points as the mean of the
+    two lid points, the AFLW mouth centre as the mean of iBUG 62 and 66), and
+    all-NaN where ``a`` does not define the point, so that ``M @ shape``
+    yields NaN-masked (missing) points.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (P_b, P_a)
+
+    Examples
+    --------
+    >>> M = correspondence_matrix("ibug68", "mtfl5")
+    >>> M.shape, float(M[0, 36]), float(M[2, 30])
+    ((5, 68), 0.16666666666666666, 1.0)
+    """
+    sa, sb = get_scheme(a), get_scheme(b)
+    la, lb = _LABELS[sa.name], _LABELS[sb.name]
+    inv_a = {lab: i for i, lab in la.items()}
+    m = np.full((sb.n_points, sa.n_points), np.nan)
+    for j in range(sb.n_points):
+        lab = lb.get(j)
+        if lab is None:
+            continue
+        if lab in inv_a:
+            m[j] = 0.0
+            m[j, inv_a[lab]] = 1.0
+        elif isinstance(lab, str) and lab in _DERIVED and all(k in inv_a for k in _DERIVED[lab]):
+            src = [inv_a[k] for k in _DERIVED[lab]]
+            m[j] = 0.0
+            m[j, src] = 1.0 / len(src)
+    return m
+
+
+def convert(shapes, src: Union[str, Scheme], dst: Union[str, Scheme], *, allow_missing: bool = False) -> np.ndarray:
+    """Convert shapes from scheme ``src`` to scheme ``dst``.
+
+    Uses :func:`correspondence_matrix`; for ``wflw98 -> ibug68`` this is the
+    standard WFLW-98 -> iBUG-68 index map, for ``ibug68 -> mtfl5`` the
+    standard 68 -> 5 reduction (eye centres = mean of each eye ring).
+
+    Parameters
+    ----------
+    shapes : array_like, shape (..., P_src, 2)
+    src, dst : str or Scheme
+    allow_missing : bool
+        If ``False`` (default) a ``dst`` point that ``src`` does not define
+        raises ``ValueError``; if ``True`` it is NaN in the output.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (..., P_dst, 2)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(98 * 2, dtype=float).reshape(98, 2)
+    >>> y = convert(x, "wflw98", "ibug68")
+    >>> y.shape, y[36].tolist() == x[60].tolist()
+    ((68, 2), True)
+    """
+    sa, sb = get_scheme(src), get_scheme(dst)
+    arr = sa._check(shapes)
+    m = correspondence_matrix(sa, sb)
+    undefined = np.isnan(m).any(axis=1)
+    if undefined.any() and not allow_missing:
+        raise ValueError(f"cannot convert {sa.name} -> {sb.name}: {sb.name} points "
+                         f"{np.flatnonzero(undefined).tolist()} are not defined by {sa.name}; "
+                         "pass allow_missing=True to get NaN for them")
+    out = np.full(arr.shape[:-2] + (sb.n_points, 2), np.nan)
+    ok = ~undefined
+    w = m[ok]
+    nan_pt = np.isnan(arr).any(axis=-1)
+    vals = np.einsum("jp,...pc->...jc", w, np.where(nan_pt[..., None], 0.0, arr))
+    # a converted point is missing when any point it is built from is missing
+    missing = np.einsum("jp,...p->...j", (w != 0).astype(np.float64), nan_pt.astype(np.float64)) > 0
+    vals[missing] = np.nan
+    out[..., ok, :] = vals
+    return out

@@ -1,0 +1,24 @@
+"""House rules of DESIGN.md that code can check: the core never imports torch."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "flmcore"
+CORE = sorted(p.stem for p in PKG.glob("*.py") if p.stem not in ("__init__", "__main__", "cli"))
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_core_module_does_not_import_torch(module):
+    code = (f"import sys, flmcore.{module}; "
+            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
+            "sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, f"flmcore.{module} imports torch (or fails): {res.stderr[-2000:]}"
+
+
+def test_kernels_do_not_import_torch():
+    for p in (PKG / "_ext").glob("*.py"):
+        text = p.read_text()
+        assert "import torch" not in text and "from torch" not in text, p.name

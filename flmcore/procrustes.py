@@ -179,15 +179,45 @@ def _fit(src, dst, w, scale, reflection, num_threads, do_apply=True):
     return params, (aligned if do_apply else None), status
 
 
+def _fit_mean(src, dst, fit_w, mean_w, scale, reflection, num_threads, params):
+    """One GPA step: fit every shape to ``dst`` (weights ``fit_w``) and average the aligned
+    shapes per point (weights ``mean_w``). Returns (status, mean)."""
+    if _kernel is None or fit_w is not mean_w:
+        # the fused kernel uses one weight array; the first step with an incomplete reference does not
+        prm, aligned, status = _fit(src, dst, fit_w, scale, reflection, num_threads)
+        params[:] = prm
+        return status, _point_mean(aligned, mean_w, num_threads)
+    status = np.empty(src.shape[0], np.int8)
+    out = np.empty((src.shape[1], 2))
+    _kernel.similarity_fit_mean(src, dst, fit_w, bool(scale), bool(reflection), params, status, out,
+                                int(num_threads))
+    return status, out
+
+
 def _point_mean(shapes, w, num_threads):
-    """Per-point weighted mean over the batch, NaN where a point has no weight."""
+    """Per-point weighted mean over the batch (``w`` (B, P) or (1, P)), NaN where a point has no weight."""
     if _kernel is None:
+        w = np.broadcast_to(w, shapes.shape[:2])
         sw = w.sum(0)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.einsum("bp,bpk->pk", w, shapes) / sw[:, None]
     out = np.empty((shapes.shape[1], 2))
     _kernel.weighted_point_mean(shapes, np.ascontiguousarray(w), out, int(num_threads))
     return out
+
+
+def _moments(shapes, w, num_threads):
+    """Per shape: total weight, weighted centroid (B, 2), weighted centred sum of squares."""
+    if _kernel is None:
+        sw = w.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cen = np.einsum("bp,bpk->bk", w, shapes) / sw[:, None]
+        cen = np.where(sw[:, None] > 0, cen, 0.0)
+        d = shapes - cen[:, None]
+        return sw, cen, np.einsum("bp,bpk,bpk->b", w, d, d)
+    out = np.empty((shapes.shape[0], 4))
+    _kernel.shape_moments(shapes, np.ascontiguousarray(w), out, int(num_threads))
+    return out[:, 0], out[:, 1:3], out[:, 3]
 
 
 def _params_to_similarity(params) -> Similarity:
@@ -204,6 +234,11 @@ def _raise_status(status, src_name, dst_name, offset=0):
             shown = (idx[:8] + offset).tolist()
             more = f" and {idx.size - 8} more" if idx.size > 8 else ""
             raise ValueError(f"cannot fit a similarity for shape index {shown}{more}: {msg}")
+
+
+def _present(x):
+    """``(..., P)`` mask of points with both coordinates finite (faster than ``isfinite(x).all(-1)``)."""
+    return np.isfinite(x[..., 0]) & np.isfinite(x[..., 1])
 
 
 def _check_weights(weights, B, P, name="weights"):
@@ -293,7 +328,7 @@ def align(src, dst, *, scale: bool = True, reflection: bool = False, weights=Non
     >>> x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
     >>> y = 3.0 * x @ np.array([[0.0, -1.0], [1.0, 0.0]]).T + 5.0
     >>> aligned, T = align(x, y)
-    >>> bool(np.allclose(aligned, y)), float(T.scale)
+    >>> bool(np.allclose(aligned, y)), round(float(T.scale), 12)
     (True, 3.0)
     """
     src = check_shapes(src, "src", allow_nan=True, min_points=2)
@@ -309,8 +344,8 @@ def align(src, dst, *, scale: bool = True, reflection: bool = False, weights=Non
     B = max(s3.shape[0], d3.shape[0])
     if s3.shape[0] != B:
         s3 = np.broadcast_to(s3, (B, P, 2))
-    sok = np.isfinite(s3).all(-1)
-    dok = np.isfinite(d3).all(-1)
+    sok = _present(s3)
+    dok = _present(d3)
     w = (sok & dok).astype(np.float64) if d3.shape[0] == B else (sok & dok[0]).astype(np.float64)
     if weights is not None:
         w = w * _check_weights(weights, B, P)
@@ -407,54 +442,61 @@ def generalized_procrustes(shapes, *, max_iter: int = 100, tol: float = 1e-10, s
     tol = check_nonnegative(tol, "tol", finite=True)
     nt = check_num_threads(num_threads)
     B, P = X.shape[:2]
-    mask = np.isfinite(X).all(-1)
-    w = mask.astype(np.float64)
-    if weights is not None:
-        w = w * _check_weights(weights, B, P)
-    w = np.ascontiguousarray(np.broadcast_to(w, (B, P)))
-    nvalid = (w > 0).sum(1)
-    few = np.flatnonzero(nvalid < 2)
-    if few.size:
-        raise ValueError(f"shapes {few[:8].tolist()} have fewer than 2 present (non-NaN, non-zero weight) points")
-    never = np.flatnonzero(~(w > 0).any(0))
-    if never.size:
-        raise ValueError(f"point index {never.tolist()} is missing (NaN or zero weight) in every shape; "
-                         "drop it before the Procrustes analysis")
-    X0 = np.ascontiguousarray(np.where(mask[..., None], X, 0.0))
+    mask = _present(X)
+    complete = bool(mask.all())
+    X0 = X if complete else np.ascontiguousarray(np.where(mask[..., None], X, 0.0))
+    if weights is None and complete:
+        w = np.ones((1, P))                   # shared weights: less memory traffic in the kernels
+    else:
+        w = mask.astype(np.float64)
+        if weights is not None:
+            w = w * _check_weights(weights, B, P)
+        w = np.ascontiguousarray(np.broadcast_to(w, (B, P)))
+    wb = np.broadcast_to(w, (B, P))
+    if not complete or weights is not None:
+        nvalid = (wb > 0).sum(1)
+        few = np.flatnonzero(nvalid < 2)
+        if few.size:
+            raise ValueError(f"shapes {few[:8].tolist()} have fewer than 2 present (non-NaN, non-zero weight) points")
+        never = np.flatnonzero(~(wb > 0).any(0))
+        if never.size:
+            raise ValueError(f"point index {never.tolist()} is missing (NaN or zero weight) in every shape; "
+                             "drop it before the Procrustes analysis")
+    else:
+        nvalid = np.full(B, P)
 
-    # reference orientation: average of the individually centred (and unit-norm) shapes
-    sw = w.sum(1)
-    cen = np.einsum("bp,bpk->bk", w, X0) / sw[:, None]
-    Xc = np.where(mask[..., None], X0 - cen[:, None], 0.0)
-    norms = np.sqrt(np.einsum("bp,bpk,bpk->b", w, Xc, Xc) / sw)
+    # reference orientation: per-point average of the individually centred (and unit-norm) shapes
+    sw, cen, ss = _moments(X0, np.ascontiguousarray(wb), nt)
+    norms = np.sqrt(ss / sw)
     bad = np.flatnonzero(~(norms > 1e-12 * (np.abs(cen).max(1) + 1.0)))
     if bad.size:
         raise ValueError(f"shapes {bad[:8].tolist()} are degenerate (all present points equal)")
-    Xn = Xc / norms[:, None, None] if scale else Xc
-    ref = _point_mean(np.ascontiguousarray(Xn), w, nt)
+    inv = 1.0 / norms if scale else np.ones(B)
+    wn = w * inv[:, None] if w.shape[0] == B else np.ascontiguousarray(np.outer(inv, w[0]))
+    s_wn = wn.sum(0)
+    s_w = wb.sum(0)
+    ref = (_point_mean(X0, wn, nt) * s_wn[:, None] - wn.T @ cen) / s_w[:, None]
     ref = ref - ref.mean(0)
-    typical = float(np.mean(np.sqrt(np.einsum("bp,bpk,bpk->b", w, Xn, Xn))))
+    typical = float(np.mean(np.sqrt(ss) * inv))
     ref_w = np.ones(P)
     if not np.linalg.norm(ref) > 0.05 * typical:
         k = int(np.argmax(nvalid))
-        ref = np.where(mask[k][:, None], Xn[k], 0.0)
-        ref_w = w[k].copy()
-        ref = ref - (ref_w @ ref) / ref_w.sum()
-        ref = np.where(ref_w[:, None] > 0, ref, 0.0)
+        ref_w = wb[k].copy()
+        ref = np.where(ref_w[:, None] > 0, (X0[k] - cen[k]) * inv[k], 0.0)
     if scale:
         ref = ref / np.sqrt(np.sum(ref_w[:, None] * ref * ref))
     ref = np.ascontiguousarray(ref)
 
     mean = ref
     mean_w = ref_w
+    params = np.empty((B, 7))
     converged = False
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         fit_w = w if mean_w.all() else np.ascontiguousarray(w * mean_w[None])
-        params, aligned, status = _fit(X0, np.ascontiguousarray(mean[None]), fit_w, scale, reflection, nt)
+        status, new = _fit_mean(X0, np.ascontiguousarray(mean[None]), fit_w, w, scale, reflection, nt, params)
         if n_iter == 1:
             _raise_status(status, "shapes", "the reference mean")
-        new = _point_mean(aligned, w, nt)
         new = _normalise_mean(new, ref, ref_w, scale, nt)
         delta = np.linalg.norm(new - mean) / np.linalg.norm(new)
         full = bool(mean_w.all())
@@ -465,5 +507,6 @@ def generalized_procrustes(shapes, *, max_iter: int = 100, tol: float = 1e-10, s
             break
     params, aligned, status = _fit(X0, np.ascontiguousarray(mean[None]), w, scale, reflection, nt)
     _raise_status(status, "shapes", "the mean")
-    aligned[~mask] = np.nan
+    if not complete:
+        aligned[~mask] = np.nan
     return GPAResult(aligned, mean, _params_to_similarity(params), n_iter, converged, mask)

@@ -7,8 +7,8 @@ is the identity), the outer eye corners that define the inter-ocular distance
 and the indices whose mean is each eye centre (the pupil point itself where a
 scheme has one) that define the inter-pupil distance.
 
-Conventions
------------
+**Conventions.**
+
 * Indices are 0-based.
 * **Left and right are image left and right** (the viewer's left), i.e. the
   iBUG points 36-41 form ``eye_left`` although they outline the *subject's*
@@ -27,10 +27,12 @@ with an iBUG point, or a name such as ``"left_pupil"`` for the others).
 :func:`correspondence_matrix` also expresses derived points as averages
 (e.g. an eye centre as the mean of the iBUG eye ring, the standard 68 -> 5
 reduction); :func:`convert` applies it (e.g. the standard WFLW-98 -> iBUG-68
-index map).
+index map).  WFLW-98 and LaPa-106 share their layout, so all 98 WFLW points
+have a LaPa twin.  The pairs were checked on real data (``tests/test_schemes.py``):
+HELEN 68/29-point pairs, AFLW2000 21/68-point pairs and PIPNet's mean faces.
 
-Point orders
-------------
+**Point orders.**
+
 ibug68
     Multi-PIE / 300-W order: jaw 0-16, brows 17-21 and 22-26, nose bridge
     27-30, nose base 31-35, eyes 36-41 and 42-47, outer lips 48-59, inner
@@ -72,11 +74,11 @@ mtfl5
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple, Union
+from typing import Dict, Tuple, Union
 
 import numpy as np
 
-from ._validate import check_array, check_in, check_shapes
+from ._validate import check_array
 
 __all__ = [
     "Curve",
@@ -455,6 +457,29 @@ def _labels_from_map(n: int, to_ibug: Tuple[int, ...], extra: Dict[int, Label]) 
     return lab
 
 
+# WFLW-98 and LaPa-106 share their layout: the points of WFLW that iBUG-68 lacks
+# (odd jaw points, lower brow edges, eyelid points) are labelled "wflw98:<index>"
+# and given to the same LaPa points.
+_WFLW98_TO_LAPA106: Dict[int, int] = {
+    **{k: k for k in range(55)},                      # jaw, brows, nose bridge
+    **{55 + k: 58 + k for k in range(5)},             # nose base
+    **{60 + k: 66 + k for k in range(8)},             # left eye
+    **{68 + k: 75 + k for k in range(8)},             # right eye
+    **{76 + k: 84 + k for k in range(20)},            # lips
+    96: 104, 97: 105,                                 # pupils
+}
+
+
+def _add_shared_wflw_labels(wflw: Dict[int, Label], lapa: Dict[int, Label]) -> None:
+    for w, la in _WFLW98_TO_LAPA106.items():
+        if w not in wflw:
+            wflw[w] = f"wflw98:{w}"
+        lab = wflw[w]
+        if la in lapa and lapa[la] != lab:
+            raise AssertionError(f"inconsistent WFLW/LaPa labels at {w}/{la}: {lab} vs {lapa[la]}")
+        lapa[la] = lab
+
+
 _LABELS: Dict[str, Dict[int, Label]] = {
     "ibug68": {k: k for k in range(68)},
     "wflw98": _labels_from_map(98, _WFLW98_TO_IBUG68, {62: "left_eye_top", 66: "left_eye_bottom", 70: "right_eye_top",
@@ -467,6 +492,7 @@ _LABELS: Dict[str, Dict[int, Label]] = {
     "aflw21": _AFLW21_LABELS,
     "mtfl5": {0: "left_pupil", 1: "right_pupil", 2: 30, 3: 48, 4: 54},
 }
+_add_shared_wflw_labels(_LABELS["wflw98"], _LABELS["lapa106"])
 
 
 def semantic_labels(scheme: Union[str, Scheme]) -> Tuple[Union[int, str, None], ...]:
@@ -507,6 +533,8 @@ def correspondences(a: Union[str, Scheme], b: Union[str, Scheme]) -> np.ndarray:
     [[0, 0], [2, 1], [4, 2]]
     """
     sa, sb = get_scheme(a), get_scheme(b)
+    if sa.name == sb.name:
+        return np.stack([np.arange(sa.n_points)] * 2, axis=1).astype(np.int64)
     la, lb = _LABELS[sa.name], _LABELS[sb.name]
     inv_b = {lab: j for j, lab in lb.items()}
     pairs = sorted((i, inv_b[lab]) for i, lab in la.items() if lab in inv_b)
@@ -534,6 +562,8 @@ def correspondence_matrix(a: Union[str, Scheme], b: Union[str, Scheme]) -> np.nd
     ((5, 68), 0.16666666666666666, 1.0)
     """
     sa, sb = get_scheme(a), get_scheme(b)
+    if sa.name == sb.name:
+        return np.eye(sa.n_points)
     la, lb = _LABELS[sa.name], _LABELS[sb.name]
     inv_a = {lab: i for i, lab in la.items()}
     m = np.full((sb.n_points, sa.n_points), np.nan)

@@ -66,14 +66,13 @@ def similarity_frames(shapes, reference) -> tuple:
     >>> round(float(s), 6), round(float(np.degrees(t)), 6)
     (2.0, 90.0)
     """
+    from .procrustes import align
+
     S = check_shapes(shapes, "shapes")
     ref = check_shapes(reference, "reference", batch=False, n_points=S.shape[-2], check_degenerate=True)
-    a = ref - ref.mean(axis=0)
-    b = S - S.mean(axis=-2, keepdims=True)
-    den = (a ** 2).sum()
-    re = (a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1]).sum(axis=-1) / den
-    im = (a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]).sum(axis=-1) / den
-    return np.hypot(re, im), np.arctan2(im, re)
+    _, T = align(ref, S)
+    R = np.asarray(T.rotation)
+    return np.asarray(T.scale, dtype=np.float64), np.arctan2(R[..., 1, 0], R[..., 0, 0])
 
 
 def _broadcast_param(value, name: str, B: int, P: int, positive: bool) -> np.ndarray:
@@ -82,7 +81,7 @@ def _broadcast_param(value, name: str, B: int, P: int, positive: bool) -> np.nda
         if arr.shape[0] != B:
             raise ValueError(f"{name} must be a scalar, shape ({B},) or ({B}, {P}), got shape {arr.shape}")
         arr = arr[:, None]
-    elif arr.ndim == 2 and arr.shape != (B, P):
+    elif arr.ndim == 2 and (arr.shape[0] not in (1, B) or arr.shape[1] not in (1, P)):
         raise ValueError(f"{name} must be a scalar, shape ({B},) or ({B}, {P}), got shape {arr.shape}")
     if positive and not (arr > 0).all():
         raise ValueError(f"{name} must be > 0, got minimum {arr.min()}")
@@ -96,6 +95,59 @@ def _gaussian_taps(sigma: float) -> np.ndarray:
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     w = np.exp(-0.5 * (x / sigma) ** 2)
     return (w / w.sum()).astype(np.float32)
+
+
+def _prepare(images, shapes, window, orientation, reference, smooth, num_threads):
+    """Validate the arguments of :func:`shape_indexed_sift`; return the kernel inputs.
+
+    Returns ``(images (B, H, W) float32, keypoints (B, P, 4) float64 rows
+    (x, y, cell width, angle), taps float32, num_threads, single)``.
+    """
+    imgs = check_images(images, "images")
+    single = imgs.ndim == 2
+    S = check_shapes(shapes, "shapes", batch=False if single else True)
+    if single:
+        imgs, S = imgs[None], S[None]
+    elif S.shape[0] != imgs.shape[0]:
+        raise ValueError(f"images and shapes must hold the same number of faces, got {imgs.shape[0]} images "
+                         f"and {S.shape[0]} shapes")
+    B, H, W = imgs.shape
+    P = S.shape[1]
+    if H < 3 or W < 3:
+        raise ValueError(f"images must be at least 3x3 pixels, got {H}x{W}")
+    smooth = check_positive(smooth, "smooth", strict=False)
+    taps = _gaussian_taps(smooth)
+    if (taps.size - 1) // 2 >= min(H, W):
+        raise ValueError(f"smooth={smooth} needs a filter radius {(taps.size - 1) // 2} smaller than the image "
+                         f"side {min(H, W)}")
+    nt = check_num_threads(num_threads)
+
+    side = _broadcast_param(window, "window", B, P, positive=True)
+    if isinstance(orientation, str):
+        if orientation != "shape":
+            raise ValueError(f"orientation must be a number, an array or 'shape'; got {orientation!r}")
+        if reference is None:
+            raise ValueError("orientation='shape' needs a reference shape (reference=...)")
+        theta = None
+    else:
+        theta = _broadcast_param(orientation, "orientation", B, P, positive=False)
+    if reference is not None:
+        scale, angle = similarity_frames(S, reference)
+        side = side * scale[:, None]
+        if theta is None:
+            theta = np.broadcast_to(angle[:, None], (B, P))
+    cw = side / 4.0
+    if not (cw <= 16.0 * max(H, W)).all():
+        raise ValueError(f"window must be at most {64 * max(H, W)} pixels for {H}x{W} images, got {4 * cw.max()}")
+    # points whose support misses the image are moved to a spot just as far outside
+    # (the descriptor stays zero) so that integer pixel bounds never overflow
+    ext = 2.5 * cw * math.sqrt(2.0) + 2.0
+    kp = np.empty((B, P, 4), np.float64)
+    kp[..., 0] = np.clip(S[..., 0], -ext, W - 1 + ext)
+    kp[..., 1] = np.clip(S[..., 1], -ext, H - 1 + ext)
+    kp[..., 2] = cw
+    kp[..., 3] = theta
+    return imgs, kp, taps, nt, single
 
 
 def shape_indexed_sift(
@@ -151,50 +203,9 @@ def shape_indexed_sift(
     """
     from ._ext.sift import sift_descriptors
 
-    imgs = check_images(images, "images")
-    single = imgs.ndim == 2
-    S = check_shapes(shapes, "shapes", batch=False if single else True)
-    if single:
-        imgs, S = imgs[None], S[None]
-    elif S.shape[0] != imgs.shape[0]:
-        raise ValueError(f"images and shapes must hold the same number of faces, got {imgs.shape[0]} images "
-                         f"and {S.shape[0]} shapes")
+    imgs, kp, taps, nt, single = _prepare(images, shapes, window, orientation, reference, smooth, num_threads)
     B, H, W = imgs.shape
-    P = S.shape[1]
-    if H < 3 or W < 3:
-        raise ValueError(f"images must be at least 3x3 pixels, got {H}x{W}")
-    smooth = check_positive(smooth, "smooth", strict=False)
-    taps = _gaussian_taps(smooth)
-    if (taps.size - 1) // 2 >= min(H, W):
-        raise ValueError(f"smooth={smooth} needs a filter radius {(taps.size - 1) // 2} smaller than the image "
-                         f"side {min(H, W)}")
-    nt = check_num_threads(num_threads)
-
-    side = _broadcast_param(window, "window", B, P, positive=True)
-    if isinstance(orientation, str):
-        if orientation != "shape":
-            raise ValueError(f"orientation must be a number, an array or 'shape'; got {orientation!r}")
-        if reference is None:
-            raise ValueError("orientation='shape' needs a reference shape (reference=...)")
-        theta = None
-    else:
-        theta = _broadcast_param(orientation, "orientation", B, P, positive=False)
-    if reference is not None:
-        scale, angle = similarity_frames(S, reference)
-        side = side * scale[:, None]
-        if theta is None:
-            theta = np.broadcast_to(angle[:, None], (B, P))
-    cw = side / 4.0
-    if not (cw <= 16.0 * max(H, W)).all():
-        raise ValueError(f"window must be at most {64 * max(H, W)} pixels for {H}x{W} images, got {4 * cw.max()}")
-    # points whose support misses the image are moved to a spot just as far outside
-    # (the descriptor stays zero) so that integer pixel bounds never overflow
-    ext = 2.5 * cw * math.sqrt(2.0) + 2.0
-    kp = np.empty((B, P, 4), np.float64)
-    kp[..., 0] = np.clip(S[..., 0], -ext, W - 1 + ext)
-    kp[..., 1] = np.clip(S[..., 1], -ext, H - 1 + ext)
-    kp[..., 2] = cw
-    kp[..., 3] = theta
+    P = kp.shape[1]
     out = np.empty((B, P, DESCRIPTOR_SIZE), np.float32)
     budget = 64 * 2 ** 20 // max(1, 16 * H * W)
     chunk = int(max(1, min(B, max(4 * nt, 8), budget)))

@@ -177,20 +177,23 @@ def _lars_target(G, xty, tau, positive, max_iter, tol, coef,
         gamma = C / AA
         jnext = -1
         for j in range(p):
-            if in_act[j] or excluded[j] or j == dropped:
+            if in_act[j] or excluded[j]:
                 a[j] = 0.0
                 continue
             s = 0.0
             for m in range(k):
                 s += G[j, active[m]] * w[m]
             a[j] = s
+            # a variable dropped at the last knot sits at c_j = +-C: skip that crossing
+            skip_plus = j == dropped and c[j] >= 0.0
+            skip_minus = j == dropped and c[j] < 0.0
             den = AA - s
-            if den > 0.0:
+            if den > 0.0 and not skip_plus:
                 g = (C - c[j]) / den
                 if g > 0.0 and g < gamma:
                     gamma = g
                     jnext = j
-            if not positive:
+            if not positive and not skip_minus:
                 den = AA + s
                 if den > 0.0:
                     g = (C + c[j]) / den
@@ -236,7 +239,7 @@ def _lars_target(G, xty, tau, positive, max_iter, tol, coef,
         for j in range(p):
             if in_act[j]:
                 continue
-            if excluded[j] or j == dropped:
+            if excluded[j]:
                 s = 0.0
                 for m in range(k):
                     s += G[j, active[m]] * w[m]

@@ -16,7 +16,9 @@ depend on the number of threads.
 """
 from cython.parallel import prange
 
-from libc.math cimport sqrt, fabs
+from libc.math cimport sqrt, NAN
+
+import numpy as np
 
 
 cdef inline int _fit_one(const double* x, const double* y, const double* w, Py_ssize_t P,
@@ -29,15 +31,16 @@ cdef inline int _fit_one(const double* x, const double* y, const double* w, Py_s
     cdef double m00 = 0.0, m01 = 0.0, m10 = 0.0, m11 = 0.0
     cdef double p, q, mp, pr, qr, mr, c, sn, s, r00, r01, r10, r11
     cdef int nvalid = 0
+    cdef double x0, x1, y0, y1
+    # branch-free accumulation: missing points are zero-filled with weight 0
     for i in range(P):
         wi = w[i]
-        if wi > 0.0:
-            nvalid = nvalid + 1
-            sw = sw + wi
-            mx0 = mx0 + wi * x[2 * i + 0]
-            mx1 = mx1 + wi * x[2 * i + 1]
-            my0 = my0 + wi * y[2 * i + 0]
-            my1 = my1 + wi * y[2 * i + 1]
+        nvalid = nvalid + (wi > 0.0)
+        sw = sw + wi
+        mx0 = mx0 + wi * x[2 * i]
+        mx1 = mx1 + wi * x[2 * i + 1]
+        my0 = my0 + wi * y[2 * i]
+        my1 = my1 + wi * y[2 * i + 1]
     if nvalid < 2:
         return 1
     mx0 = mx0 / sw
@@ -46,19 +49,22 @@ cdef inline int _fit_one(const double* x, const double* y, const double* w, Py_s
     my1 = my1 / sw
     for i in range(P):
         wi = w[i]
-        if wi > 0.0:
-            ax0 = x[2 * i + 0] - mx0
-            ax1 = x[2 * i + 1] - mx1
-            ay0 = y[2 * i + 0] - my0
-            ay1 = y[2 * i + 1] - my1
-            sxx = sxx + wi * (ax0 * ax0 + ax1 * ax1)
-            syy = syy + wi * (ay0 * ay0 + ay1 * ay1)
-            rawx = rawx + wi * (x[2 * i + 0] * x[2 * i + 0] + x[2 * i + 1] * x[2 * i + 1])
-            rawy = rawy + wi * (y[2 * i + 0] * y[2 * i + 0] + y[2 * i + 1] * y[2 * i + 1])
-            m00 = m00 + wi * ay0 * ax0
-            m01 = m01 + wi * ay0 * ax1
-            m10 = m10 + wi * ay1 * ax0
-            m11 = m11 + wi * ay1 * ax1
+        x0 = x[2 * i]
+        x1 = x[2 * i + 1]
+        y0 = y[2 * i]
+        y1 = y[2 * i + 1]
+        ax0 = x0 - mx0
+        ax1 = x1 - mx1
+        ay0 = y0 - my0
+        ay1 = y1 - my1
+        sxx = sxx + wi * (ax0 * ax0 + ax1 * ax1)
+        syy = syy + wi * (ay0 * ay0 + ay1 * ay1)
+        rawx = rawx + wi * (x0 * x0 + x1 * x1)
+        rawy = rawy + wi * (y0 * y0 + y1 * y1)
+        m00 = m00 + wi * ay0 * ax0
+        m01 = m01 + wi * ay0 * ax1
+        m10 = m10 + wi * ay1 * ax0
+        m11 = m11 + wi * ay1 * ax1
     # degenerate: spread below 1e-12 of the coordinate magnitude (all points equal)
     if not (sxx > 1e-24 * rawx) or sxx <= 0.0:
         return 2
@@ -155,31 +161,146 @@ def similarity_fit(const double[:, :, ::1] src, const double[:, :, ::1] dst, con
                 aligned[b, i, 1] = r10 * x0 + r11 * x1 + t1
 
 
+cdef enum:
+    CHUNK = 128
+
+
 def weighted_point_mean(const double[:, :, ::1] shapes, const double[:, ::1] w, double[:, ::1] out,
                         int num_threads):
     """Per-point weighted mean over the batch: ``out[i] = sum_b w[b,i] x[b,i] / sum_b w[b,i]``.
 
-    Parallel over points (each point's sum runs over b in a fixed order, so the
-    result does not depend on the thread count).  Points with zero total
-    weight get NaN.
+    Partial sums over fixed chunks of 128 shapes run in parallel, then the
+    chunks are added in order, so the result does not depend on the thread
+    count. ``w`` is ``(B, P)`` or ``(1, P)`` (shared weights); points with
+    zero total weight get NaN.
     """
     cdef Py_ssize_t B = shapes.shape[0]
     cdef Py_ssize_t P = shapes.shape[1]
-    cdef Py_ssize_t b, i
-    cdef double s0, s1, sw, wi
-    for i in prange(P, nogil=True, num_threads=num_threads, schedule="static"):
+    cdef Py_ssize_t Bw = w.shape[0]
+    cdef Py_ssize_t nchunk = (B + CHUNK - 1) // CHUNK
+    cdef double[:, :, ::1] acc = np.zeros((nchunk, P, 3))
+    cdef Py_ssize_t c, b, i, b0, b1, bw
+    cdef double wi, s0, s1, sw
+    for c in prange(nchunk, nogil=True, num_threads=num_threads, schedule="static"):
+        b0 = c * CHUNK
+        b1 = b0 + CHUNK
+        if b1 > B:
+            b1 = B
+        for b in range(b0, b1):
+            bw = b if Bw > 1 else 0
+            for i in range(P):
+                wi = w[bw, i]
+                acc[c, i, 0] += wi * shapes[b, i, 0]
+                acc[c, i, 1] += wi * shapes[b, i, 1]
+                acc[c, i, 2] += wi
+    for i in range(P):
         s0 = 0.0
         s1 = 0.0
         sw = 0.0
-        for b in range(B):
-            wi = w[b, i]
-            if wi > 0.0:
-                s0 = s0 + wi * shapes[b, i, 0]
-                s1 = s1 + wi * shapes[b, i, 1]
-                sw = sw + wi
+        for c in range(nchunk):
+            s0 = s0 + acc[c, i, 0]
+            s1 = s1 + acc[c, i, 1]
+            sw = sw + acc[c, i, 2]
         if sw > 0.0:
             out[i, 0] = s0 / sw
             out[i, 1] = s1 / sw
         else:
-            out[i, 0] = 0.0 / sw
-            out[i, 1] = 0.0 / sw
+            out[i, 0] = NAN
+            out[i, 1] = NAN
+
+
+def shape_moments(const double[:, :, ::1] shapes, const double[:, ::1] w, double[:, ::1] out, int num_threads):
+    """Per shape: ``out[b] = [sum_i w, centroid x, centroid y, sum_i w |x_i - c|^2]`` (zero-filled missing)."""
+    cdef Py_ssize_t B = shapes.shape[0]
+    cdef Py_ssize_t P = shapes.shape[1]
+    cdef Py_ssize_t b, i
+    cdef double sw, c0, c1, ss, wi, a0, a1
+    for b in prange(B, nogil=True, num_threads=num_threads, schedule="static"):
+        sw = 0.0
+        c0 = 0.0
+        c1 = 0.0
+        for i in range(P):
+            wi = w[b, i]
+            sw = sw + wi
+            c0 = c0 + wi * shapes[b, i, 0]
+            c1 = c1 + wi * shapes[b, i, 1]
+        if sw > 0.0:
+            c0 = c0 / sw
+            c1 = c1 / sw
+        ss = 0.0
+        for i in range(P):
+            wi = w[b, i]
+            a0 = shapes[b, i, 0] - c0
+            a1 = shapes[b, i, 1] - c1
+            ss = ss + wi * (a0 * a0 + a1 * a1)
+        out[b, 0] = sw
+        out[b, 1] = c0
+        out[b, 2] = c1
+        out[b, 3] = ss
+
+
+def similarity_fit_mean(const double[:, :, ::1] src, const double[:, :, ::1] dst, const double[:, ::1] w,
+                        bint scale, bint reflection, double[:, ::1] params, signed char[::1] status,
+                        double[:, ::1] mean_out, int num_threads):
+    """Fit every item to ``dst`` and return the weighted per-point mean of the aligned items.
+
+    Same fit as :func:`similarity_fit`, but the aligned shapes are never
+    stored: each chunk of 128 items accumulates ``w * (s R x + t)`` and the
+    chunks are added in order (thread-count independent). One GPA iteration
+    in one pass. ``mean_out`` (P, 2) gets NaN where the total weight is 0.
+    """
+    cdef Py_ssize_t B = src.shape[0]
+    cdef Py_ssize_t P = src.shape[1]
+    cdef Py_ssize_t Bd = dst.shape[0]
+    cdef Py_ssize_t Bw = w.shape[0]
+    cdef Py_ssize_t nchunk = (B + CHUNK - 1) // CHUNK
+    cdef double[:, :, ::1] acc = np.zeros((nchunk, P, 3))
+    cdef Py_ssize_t c, b, i, b0, b1, bd, bw
+    cdef int st
+    cdef double s, r00, r01, r10, r11, t0, t1, x0, x1, wi, s0, s1, sw
+    for c in prange(nchunk, nogil=True, num_threads=num_threads, schedule="static"):
+        b0 = c * CHUNK
+        b1 = b0 + CHUNK
+        if b1 > B:
+            b1 = B
+        for b in range(b0, b1):
+            bd = b if Bd > 1 else 0
+            bw = b if Bw > 1 else 0
+            st = _fit_one(&src[b, 0, 0], &dst[bd, 0, 0], &w[bw, 0], P, scale, reflection, &params[b, 0])
+            status[b] = <signed char> st
+            if st != 0:
+                params[b, 0] = 1.0
+                params[b, 1] = 1.0
+                params[b, 2] = 0.0
+                params[b, 3] = 0.0
+                params[b, 4] = 1.0
+                params[b, 5] = 0.0
+                params[b, 6] = 0.0
+            s = params[b, 0]
+            r00 = s * params[b, 1]
+            r01 = s * params[b, 2]
+            r10 = s * params[b, 3]
+            r11 = s * params[b, 4]
+            t0 = params[b, 5]
+            t1 = params[b, 6]
+            for i in range(P):
+                wi = w[bw, i]
+                x0 = src[b, i, 0]
+                x1 = src[b, i, 1]
+                acc[c, i, 0] += wi * (r00 * x0 + r01 * x1 + t0)
+                acc[c, i, 1] += wi * (r10 * x0 + r11 * x1 + t1)
+                acc[c, i, 2] += wi
+    for i in range(P):
+        s0 = 0.0
+        s1 = 0.0
+        sw = 0.0
+        for c in range(nchunk):
+            s0 = s0 + acc[c, i, 0]
+            s1 = s1 + acc[c, i, 1]
+            sw = sw + acc[c, i, 2]
+        if sw > 0.0:
+            mean_out[i, 0] = s0 / sw
+            mean_out[i, 1] = s1 / sw
+        else:
+            mean_out[i, 0] = NAN
+            mean_out[i, 1] = NAN

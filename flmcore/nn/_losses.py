@@ -276,15 +276,19 @@ def _resolve_scheme(scheme):
     return scheme
 
 
-_NEIGHBOUR_CACHE: Dict[Tuple, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+_NEIGHBOUR_CACHE: Dict[Tuple, Tuple[np.ndarray, ...]] = {}
 
 
-def _curve_neighbours(scheme) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices ``(prev, next, on_curve)`` for the tangent ``z[next] - z[prev]`` of every point.
+def _curve_neighbours(scheme) -> Tuple[np.ndarray, ...]:
+    """Index arrays ``(prev, next, on_curve, ang_prev, ang_mid, ang_next)`` of a scheme.
 
-    Interior curve points use their two neighbours (Rayhan et al. eq. 4), closed curves wrap
-    around, open-curve ends use the one-sided difference (eq. 5); corners and isolated points are
-    marked ``on_curve = False`` (W = I).
+    The tangent of point ``i`` is ``z[next] - z[prev]``: interior curve points use their two
+    neighbours (Rayhan et al. eq. 4), closed curves wrap around, open-curve ends use the
+    one-sided difference (eq. 5).  Corners and isolated points are ``on_curve = False`` (W = I).
+    A point listed by two curves keeps the first curve.  The turning angle of point ``i`` (for
+    curvature-adaptive (a, b)) is measured at vertex ``ang_mid`` between ``ang_prev`` and
+    ``ang_next``; open-curve ends borrow their inner neighbour's angle, curves of fewer than 3
+    points have no angle (``ang_mid = -1``).
     """
     key = (scheme.name, scheme.n_points, tuple((c.indices, c.closed) for c in scheme.curves),
            tuple(scheme.corners))
@@ -292,62 +296,69 @@ def _curve_neighbours(scheme) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     if hit is not None:
         return hit
     P = scheme.n_points
-    prev = np.arange(P)
-    nxt = np.arange(P)
+    prev, nxt = np.arange(P), np.arange(P)
+    ap, am, an = np.arange(P), np.full(P, -1), np.arange(P)
     on = np.zeros(P, bool)
     seen = np.zeros(P, bool)
     for curve in scheme.curves:
         idx = list(curve.indices)
         n = len(idx)
-        if n < 2:
-            continue
         for k, i in enumerate(idx):
             if seen[i]:
-                continue  # a point shared by two curves keeps the first curve's tangent
+                continue
             seen[i] = True
+            on[i] = n >= 2
+            if n < 2:
+                continue
             if curve.closed:
                 prev[i], nxt[i] = idx[(k - 1) % n], idx[(k + 1) % n]
-            elif k == 0:
-                prev[i], nxt[i] = idx[0], idx[1]
-            elif k == n - 1:
-                prev[i], nxt[i] = idx[n - 2], idx[n - 1]
-            else:
-                prev[i], nxt[i] = idx[k - 1], idx[k + 1]
-            on[i] = True
+                if n >= 3:
+                    ap[i], am[i], an[i] = idx[(k - 1) % n], i, idx[(k + 1) % n]
+                continue
+            prev[i] = idx[max(k - 1, 0)]
+            nxt[i] = idx[min(k + 1, n - 1)]
+            if n >= 3:
+                m = min(max(k, 1), n - 2)  # ends borrow the inner neighbour's angle
+                ap[i], am[i], an[i] = idx[m - 1], idx[m], idx[m + 1]
     on[list(scheme.corners)] = False
-    out = (prev, nxt, on)
+    out = (prev, nxt, on, ap, am, an)
     _NEIGHBOUR_CACHE[key] = out
     return out
 
 
-def _tangents(target: Tensor, prev: Tensor, nxt: Tensor) -> Tensor:
-    v = target[:, nxt] - target[:, prev]
-    n = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
-    tiny = torch.finfo(target.dtype).tiny
-    return v / n.clamp_min(tiny)
-
-
 def _aniso_coeffs(target: Tensor, scheme, a, b, adaptive: bool = False):
-    """Return ``(c_iso, c_tan, t)`` with ``d^T W d = c_iso |d|^2 + c_tan (t.d)^2`` (eq. 6)."""
-    prev, nxt, on = _curve_neighbours(scheme)
+    """Return ``(c_iso, c_tan, t)`` with ``d^T W d = c_iso |d|^2 + c_tan (t.d)^2`` (eq. 6).
+
+    Curve points: ``c_iso = 1/b^2``, ``c_tan = 1/a^2 - 1/b^2``; corners, isolated points and
+    points whose tangent vanishes (coincident neighbours): ``c_iso = 1``, ``c_tan = 0`` (W = I),
+    as in :func:`flmcore.anisotropic.weight_matrices`.
+    """
+    prev, nxt, on, ap, am, an = _curve_neighbours(scheme)
     dev = target.device
-    t = _tangents(target, torch.as_tensor(prev, device=dev), torch.as_tensor(nxt, device=dev))
-    on_t = torch.as_tensor(on, device=dev)
+    v = target[:, torch.as_tensor(nxt, device=dev)] - target[:, torch.as_tensor(prev, device=dev)]
+    nrm = torch.linalg.vector_norm(v, dim=-1)
+    ok = nrm > 0
+    t = v / torch.where(ok, nrm, torch.ones_like(nrm)).unsqueeze(-1)
+    on_t = torch.as_tensor(on, device=dev) & ok
     if adaptive:
-        a_p, b_p = _adaptive_ab(target, scheme, a, b)
+        has = torch.as_tensor(am >= 0, device=dev)
+        mid = torch.as_tensor(np.where(am >= 0, am, ap), device=dev)
+        zp = target[:, torch.as_tensor(ap, device=dev)]
+        zm = target[:, mid]
+        zn = target[:, torch.as_tensor(an, device=dev)]
+        e1, e2 = zm - zp, zn - zm
+        cross = e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]
+        dot = (e1 * e2).sum(-1)
+        theta = torch.where(has, torch.atan2(cross.abs(), dot), torch.zeros_like(dot))
+        s = 1.0 - theta / math.pi  # a_i = a^s, b_i = b^s (flmcore.anisotropic, curvature-adaptive)
+        inv_a2 = torch.exp(-2.0 * s * math.log(a))
+        inv_b2 = torch.exp(-2.0 * s * math.log(b))
     else:
-        a_p = torch.full(target.shape[:2], a, dtype=target.dtype, device=dev)
-        b_p = torch.full(target.shape[:2], b, dtype=target.dtype, device=dev)
-    inv_a2 = 1.0 / (a_p * a_p)
-    inv_b2 = 1.0 / (b_p * b_p)
+        inv_a2 = torch.full(target.shape[:2], 1.0 / (a * a), dtype=target.dtype, device=dev)
+        inv_b2 = torch.full(target.shape[:2], 1.0 / (b * b), dtype=target.dtype, device=dev)
     c_iso = torch.where(on_t, inv_b2, torch.ones_like(inv_b2))
     c_tan = torch.where(on_t, inv_a2 - inv_b2, torch.zeros_like(inv_b2))
     return c_iso, c_tan, t
-
-
-def _adaptive_ab(target: Tensor, scheme, a: float, b: float):
-    """Curvature-adaptive per-point (a, b), the torch twin of :mod:`flmcore.anisotropic`."""
-    raise NotImplementedError("adaptive (a, b) pending flmcore.anisotropic")
 
 
 def _check_scheme_points(target: Tensor, scheme) -> None:
@@ -481,7 +492,8 @@ def anisotropic_wing_loss(input: Tensor, target: Tensor, scheme, a: float = 5.0,
     epsilon = _check_pos(epsilon, "epsilon")
     scale = _check_pos(scale, "scale")
     q = _mahalanobis_sq(input - target, target, scheme, a, b, adaptive)
-    m = scale * q.clamp_min(torch.finfo(q.dtype).tiny).sqrt()
+    pos = q > 0
+    m = scale * torch.where(pos, torch.where(pos, q, torch.ones_like(q)).sqrt(), torch.zeros_like(q))
     return _reduce(_wing(m, w, epsilon), weights, reduction)
 
 

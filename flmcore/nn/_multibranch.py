@@ -36,7 +36,8 @@ class CoordHead(nn.Module):
     Parameters
     ----------
     in_features : int
-        Channels of the backbone feature map ``(B, C, H, W)`` (or features ``(B, C)``).
+        Channels of the backbone feature map ``(B, C, H, W)`` (or features ``(B, C)``); with
+        ``pool="flatten"`` the flattened size ``C * H * W``.
     n_points : int
         Number of landmarks ``P``.
     hidden : int, optional
@@ -45,6 +46,9 @@ class CoordHead(nn.Module):
         Regression origin (pixels); zeros by default.
     scale : float
         Output scale (pixels per unit).
+    pool : {"avg", "flatten"}
+        Global average pooling of a feature map, or flattening it (keeps the spatial layout,
+        better for small backbones).
 
     Examples
     --------
@@ -55,8 +59,11 @@ class CoordHead(nn.Module):
     """
 
     def __init__(self, in_features: int, n_points: int, *, hidden: Optional[int] = None, origin=None,
-                 scale: float = 1.0):
+                 scale: float = 1.0, pool: str = "avg"):
         super().__init__()
+        if pool not in ("avg", "flatten"):
+            raise ValueError(f"pool must be 'avg' or 'flatten'; got {pool!r}")
+        self.pool = pool
         in_features = _check_count(in_features, "in_features")
         self.n_points = _check_count(n_points, "n_points")
         layers = []
@@ -76,7 +83,7 @@ class CoordHead(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         if features.dim() == 4:
-            features = features.mean(dim=(2, 3))
+            features = features.mean(dim=(2, 3)) if self.pool == "avg" else features.flatten(1)
         elif features.dim() != 2:
             raise ValueError(f"features must have shape (B, C, H, W) or (B, C), got {tuple(features.shape)}")
         y = self.mlp(features).view(features.shape[0], self.n_points, 2)
@@ -153,11 +160,13 @@ def heatmap_targets(shapes: Tensor, size: Tuple[int, int], *, stride: float = 1.
     return gy.unsqueeze(-1) * gx.unsqueeze(-2)
 
 
-def decode_heatmaps(heatmaps: Tensor, *, stride: float = 1.0, soft: bool = False, beta: float = 10.0) -> Tensor:
+def decode_heatmaps(heatmaps: Tensor, *, stride: float = 1.0, soft: bool = False) -> Tensor:
     """Landmark coordinates from heatmaps (inverse of :func:`heatmap_targets`' cell convention).
 
     ``soft=False``: argmax cell with a quarter-cell shift towards the higher neighbour (HRNet
-    decoding); ``soft=True``: soft-argmax with temperature ``beta`` (differentiable).
+    decoding); ``soft=True``: integral regression, the centroid of the rectified map
+    ``sum(relu(h) c) / sum(relu(h))`` (differentiable, unbiased for Gaussian maps away from the
+    border).
 
     Parameters
     ----------
@@ -179,7 +188,8 @@ def decode_heatmaps(heatmaps: Tensor, *, stride: float = 1.0, soft: bool = False
     B, P, H, W = heatmaps.shape
     flat = heatmaps.reshape(B, P, H * W)
     if soft:
-        prob = torch.softmax(beta * flat, dim=-1).view(B, P, H, W)
+        pos = flat.clamp_min(0)
+        prob = (pos / pos.sum(-1, keepdim=True).clamp_min(torch.finfo(pos.dtype).tiny)).view(B, P, H, W)
         xs = torch.arange(W, dtype=heatmaps.dtype, device=heatmaps.device)
         ys = torch.arange(H, dtype=heatmaps.dtype, device=heatmaps.device)
         x = (prob.sum(2) * xs).sum(-1)
@@ -250,6 +260,7 @@ class MultiBranch(nn.Module):
             self._check_new(name, head)
             self.heads[name] = head
         self._backbone_frozen = False
+        self._frozen_heads = set()
 
     # ------------------------------------------------------------------ structure
     def _check_new(self, name, head) -> None:
@@ -289,6 +300,7 @@ class MultiBranch(nn.Module):
         for n in list(self.heads.keys()):
             if n not in names:
                 del self.heads[n]
+                self._frozen_heads.discard(n)
         return self
 
     def add_branch(self, name: str, head: nn.Module, *, freeze_backbone: bool = True) -> "MultiBranch":
@@ -323,14 +335,17 @@ class MultiBranch(nn.Module):
     def set_trainable(self, *, backbone: bool = True, branches: Union[None, str, Iterable[str]] = None
                       ) -> "MultiBranch":
         """Choose what trains: the backbone and the listed branches (``None`` = all); the other
-        branches are frozen.  ``set_trainable(backbone=False, branches="cofw29")`` fine-tunes one
+        branches are frozen (no gradients, batch-norm statistics kept).
+        ``set_trainable(backbone=False, branches="cofw29")`` fine-tunes one
         private branch on a frozen backbone (joint-detector scenario).
         """
         names = set(self._names(branches))
         self.freeze_backbone(not backbone)
+        self._frozen_heads = set(self.heads.keys()) - names
         for n, head in self.heads.items():
             for p in head.parameters():
                 p.requires_grad_(n in names)
+            head.train(self.training and n in names)
         return self
 
     def trainable_parameters(self):
@@ -341,4 +356,7 @@ class MultiBranch(nn.Module):
         super().train(mode)
         if self._backbone_frozen:
             self.backbone.train(False)
+        for n in self._frozen_heads:
+            if n in self.heads:
+                self.heads[n].train(False)
         return self

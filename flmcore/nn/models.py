@@ -6,3 +6,7 @@ pointing to importable code).
 __all__ = []
 from ._pip import PIPNet  # noqa: E402
 __all__ += ["PIPNet"]
+from ._multibranch import MultiBranch  # noqa: E402
+__all__ += ["MultiBranch"]
+from ._lddmm import LDDMMFace  # noqa: E402
+__all__ += ["LDDMMFace"]

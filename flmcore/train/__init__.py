@@ -4,3 +4,8 @@ samplers (DDP-aware), self-training with curriculum.
 Each topic adds its re-export lines below (only add lines).
 """
 __all__ = []
+from ._samplers import ATDPSampler, PoseBalancedSampler, atdp_batch_counts, atdp_proportions  # noqa: E402
+from ._atf import BranchLoss, fit_atf  # noqa: E402
+__all__ += ["ATDPSampler", "PoseBalancedSampler", "atdp_proportions", "atdp_batch_counts", "fit_atf", "BranchLoss"]
+from ._stc import predict_pipnet, self_train_curriculum, train_pipnet  # noqa: E402  (PIPNet, STC)
+__all__ += ["train_pipnet", "predict_pipnet", "self_train_curriculum"]

@@ -1,0 +1,379 @@
+"""Landmark losses against hand-written per-element formulas, gradcheck in float64, bad input."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from flmcore.nn import functional as F
+from flmcore.nn.losses import (AdaptiveWingLoss, AnisotropicLoss, AnisotropicWingLoss, L1Loss, L2Loss,
+                               MixedBranchLoss, SmoothL1Loss, SoftWingLoss, WingLoss)
+from flmcore.schemes import get_scheme
+
+torch.set_default_dtype(torch.float32)
+
+
+def _pair(B=3, P=7, scale=8.0, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, P, 2, generator=g, dtype=dtype) * scale
+    z = torch.randn(B, P, 2, generator=g, dtype=dtype) * scale
+    return x, z
+
+
+# ---------------------------------------------------------------- per-element references
+def ref_wing(v, w, eps):
+    a = abs(v)
+    c = w - w * math.log(1 + w / eps)
+    return w * math.log(1 + a / eps) if a < w else a - c
+
+
+def ref_soft_wing(v, o1, o2, eps):
+    a = abs(v)
+    b = o1 - o2 * math.log(1 + o1 / eps)
+    return a if a < o1 else o2 * math.log(1 + a / eps) + b
+
+
+def ref_smooth_l1(v, beta):
+    a = abs(v)
+    return 0.5 * a * a / beta if a < beta else a - 0.5 * beta
+
+
+def ref_awing(p, y, omega, theta, eps, alpha):
+    d = abs(p - y)
+    e = alpha - y
+    if d < theta:
+        return omega * math.log(1 + (d / eps) ** e)
+    A = omega * (1 / (1 + (theta / eps) ** e)) * e * (theta / eps) ** (e - 1) / eps
+    C = theta * A - omega * math.log(1 + (theta / eps) ** e)
+    return A * d - C
+
+
+def per_point(fn, x, z):
+    B, P, _ = x.shape
+    out = np.zeros((B, P))
+    for b in range(B):
+        for p in range(P):
+            out[b, p] = sum(fn(float(x[b, p, c] - z[b, p, c])) for c in range(2))
+    return out
+
+
+@pytest.mark.parametrize("name,fn,ref", [
+    ("l1", lambda x, z: F.l1_loss(x, z, reduction="none"), lambda v: abs(v)),
+    ("l2", lambda x, z: F.l2_loss(x, z, reduction="none"), lambda v: v * v),
+    ("smooth_l1", lambda x, z: F.smooth_l1_loss(x, z, beta=3.0, reduction="none"), lambda v: ref_smooth_l1(v, 3.0)),
+    ("wing", lambda x, z: F.wing_loss(x, z, w=10.0, epsilon=2.0, reduction="none"), lambda v: ref_wing(v, 10.0, 2.0)),
+    ("wing_small", lambda x, z: F.wing_loss(x, z, w=3.0, epsilon=0.5, reduction="none"),
+     lambda v: ref_wing(v, 3.0, 0.5)),
+    ("soft_wing", lambda x, z: F.soft_wing_loss(x, z, reduction="none"), lambda v: ref_soft_wing(v, 2.0, 20.0, 0.5)),
+])
+def test_pointwise_losses_match_formula(name, fn, ref):
+    x, z = _pair()
+    got = fn(x, z).numpy()
+    np.testing.assert_allclose(got, per_point(ref, x, z), rtol=1e-12, atol=1e-12)
+    assert got.shape == (3, 7)
+
+
+def test_wing_is_continuous_at_w():
+    w, eps = 10.0, 2.0
+    z = torch.zeros(1, 1, 2, dtype=torch.float64)
+    lo = F.wing_loss(torch.tensor([[[w - 1e-9, 0.0]]], dtype=torch.float64), z).item() * 1
+    hi = F.wing_loss(torch.tensor([[[w + 1e-9, 0.0]]], dtype=torch.float64), z).item() * 1
+    assert abs(lo - hi) < 1e-7
+
+
+def test_soft_wing_is_continuous_at_omega1():
+    z = torch.zeros(1, 1, 2, dtype=torch.float64)
+    lo = F.soft_wing_loss(torch.tensor([[[2.0 - 1e-9, 0.0]]], dtype=torch.float64), z).item()
+    hi = F.soft_wing_loss(torch.tensor([[[2.0 + 1e-9, 0.0]]], dtype=torch.float64), z).item()
+    assert abs(lo - hi) < 1e-6
+
+
+def test_adaptive_wing_matches_formula_and_is_continuous():
+    g = torch.Generator().manual_seed(1)
+    y = torch.rand(2, 3, 5, 5, generator=g, dtype=torch.float64)
+    p = y + (torch.rand(2, 3, 5, 5, generator=g, dtype=torch.float64) - 0.5) * 2.0
+    got = F.adaptive_wing_loss(p, y, reduction="none").numpy()
+    ref = np.zeros((2, 3))
+    for idx in np.ndindex(2, 3, 5, 5):
+        ref[idx[:2]] += ref_awing(float(p[idx]), float(y[idx]), 14.0, 0.5, 1.0, 2.1)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+    yv = torch.full((1, 1, 1), 0.3, dtype=torch.float64)
+    lo = F.adaptive_wing_loss(yv + 0.5 - 1e-9, yv).item()
+    hi = F.adaptive_wing_loss(yv + 0.5 + 1e-9, yv).item()
+    assert abs(lo - hi) < 1e-6
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x, z: F.l1_loss(x, z), lambda x, z: F.l2_loss(x, z), lambda x, z: F.smooth_l1_loss(x, z, beta=2.0),
+    lambda x, z: F.wing_loss(x, z), lambda x, z: F.soft_wing_loss(x, z),
+    lambda x, z: F.anisotropic_loss(x, z, "helen_zhou29"),
+    lambda x, z: F.anisotropic_wing_loss(x, z, "helen_zhou29", scale=3.0),
+])
+def test_gradcheck_coordinate_losses(fn):
+    x, z = _pair(B=2, P=29, scale=6.0, seed=3)
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: fn(t, z), (x,), eps=1e-6, atol=1e-6)
+
+
+def test_gradcheck_adaptive_wing():
+    g = torch.Generator().manual_seed(2)
+    y = torch.rand(1, 2, 4, 4, generator=g, dtype=torch.float64)
+    p = (y + torch.rand(1, 2, 4, 4, generator=g, dtype=torch.float64) - 0.5).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: F.adaptive_wing_loss(t, y), (p,), eps=1e-6, atol=1e-6)
+
+
+def test_weights_and_reductions():
+    x, z = _pair()
+    w = torch.rand(7, dtype=torch.float64)
+    per = F.wing_loss(x, z, reduction="none")
+    np.testing.assert_allclose(F.wing_loss(x, z, weights=w, reduction="none").numpy(), (per * w).numpy())
+    np.testing.assert_allclose(F.wing_loss(x, z, weights=w).item(), (per * w).sum().item() / 21)
+    np.testing.assert_allclose(F.wing_loss(x, z, reduction="sum").item(), per.sum().item())
+    wb = torch.rand(3, 7, dtype=torch.float64)
+    np.testing.assert_allclose(L1Loss(weights=w)(x, z).item(), F.l1_loss(x, z, weights=w).item())
+    np.testing.assert_allclose(L1Loss()(x, z, weights=wb).item(), (F.l1_loss(x, z, reduction="none") * wb).mean().item())
+
+
+def test_modules_match_functionals_and_keep_dtype():
+    x, z = _pair(B=2, P=29)
+    pairs = [
+        (L1Loss(), F.l1_loss(x, z)), (L2Loss(), F.l2_loss(x, z)), (SmoothL1Loss(beta=2.0), F.smooth_l1_loss(x, z, beta=2.0)),
+        (WingLoss(w=5.0, epsilon=1.0), F.wing_loss(x, z, w=5.0, epsilon=1.0)), (SoftWingLoss(), F.soft_wing_loss(x, z)),
+        (AnisotropicLoss("helen_zhou29", 4.0, 2.0), F.anisotropic_loss(x, z, "helen_zhou29", 4.0, 2.0)),
+        (AnisotropicWingLoss("helen_zhou29", scale=3.0), F.anisotropic_wing_loss(x, z, "helen_zhou29", scale=3.0)),
+    ]
+    for mod, ref in pairs:
+        out = mod(x, z)
+        assert out.dtype == torch.float64
+        np.testing.assert_allclose(out.item(), ref.item(), rtol=1e-12)
+    out32 = WingLoss()(x.float(), z.float())
+    assert out32.dtype == torch.float32
+    hm = torch.rand(1, 2, 3, 3)
+    assert AdaptiveWingLoss()(hm, hm).item() == 0.0
+
+
+# ---------------------------------------------------------------- anisotropic
+def ref_weight_matrices(z, scheme, a, b):
+    """Eq. 4-6 written out point by point from the scheme's curves."""
+    P = z.shape[0]
+    W = np.zeros((P, 2, 2))
+    done = set()
+    for curve in scheme.curves:
+        idx = list(curve.indices)
+        n = len(idx)
+        for k, i in enumerate(idx):
+            if i in done:
+                continue
+            done.add(i)
+            if curve.closed:
+                t = z[idx[(k + 1) % n]] - z[idx[(k - 1) % n]]
+            elif k == 0:
+                t = z[idx[1]] - z[idx[0]]  # eq. 5
+            elif k == n - 1:
+                t = z[idx[-1]] - z[idx[-2]]
+            else:
+                t = z[idx[k + 1]] - z[idx[k - 1]]  # eq. 4
+            t = t / np.linalg.norm(t)
+            tt = np.outer(t, t)
+            W[i] = tt / a ** 2 + (np.eye(2) - tt) / b ** 2  # eq. 6
+    for i in range(P):
+        if i in scheme.corners or i not in done:
+            W[i] = np.eye(2)
+    return W
+
+
+@pytest.mark.parametrize("name", ["ibug68", "helen_zhou29", "wflw98"])
+def test_anisotropic_weights_match_equations(name):
+    s = get_scheme(name)
+    g = torch.Generator().manual_seed(4)
+    z = torch.rand(3, s.n_points, 2, generator=g, dtype=torch.float64) * 100
+    W = F.anisotropic_weights(z, name, 5.0, 3.0).numpy()
+    for bi in range(3):
+        np.testing.assert_allclose(W[bi], ref_weight_matrices(z[bi].numpy(), s, 5.0, 3.0), rtol=1e-12, atol=1e-14)
+
+
+def test_anisotropic_weights_match_core_numpy():
+    an = pytest.importorskip("flmcore.anisotropic")
+    for name in ("ibug68", "helen_zhou29"):
+        s = get_scheme(name)
+        z = np.random.default_rng(5).uniform(0, 100, size=(4, s.n_points, 2))
+        got = F.anisotropic_weights(torch.as_tensor(z), name, 5.0, 3.0).numpy()
+        ref = an.weight_matrices(z, s, 5.0, 3.0)
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_anisotropic_adaptive_matches_core_numpy():
+    an = pytest.importorskip("flmcore.anisotropic")
+    s = get_scheme("ibug68")
+    z = np.random.default_rng(6).uniform(0, 100, size=(3, 68, 2))
+    try:
+        ref = an.weight_matrices(z, s, 5.0, 3.0, adaptive=True)
+    except TypeError:
+        pytest.skip("flmcore.anisotropic.weight_matrices has no adaptive option")
+    got = F.anisotropic_weights(torch.as_tensor(z), s, 5.0, 3.0, adaptive=True).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
+
+
+def test_anisotropic_loss_matches_quadratic_form_and_eigenpairs():
+    x, z = _pair(B=2, P=68, scale=30.0, seed=7)
+    W = F.anisotropic_weights(z, "ibug68", 5.0, 3.0)
+    d = x - z
+    ref = np.zeros((2, 68))
+    for bi in range(2):
+        for i in range(68):
+            di = d[bi, i].numpy()
+            ref[bi, i] = di @ W[bi, i].numpy() @ di  # eq. 2
+    got = F.anisotropic_loss(x, z, "ibug68", 5.0, 3.0, reduction="none").numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-12)
+    # eigenpairs on a curve point: 1/a^2 along the tangent, 1/b^2 across
+    zz = z[0].numpy()
+    t = zz[2] - zz[0]
+    t /= np.linalg.norm(t)
+    n = np.array([-t[1], t[0]])
+    np.testing.assert_allclose(W[0, 1].numpy() @ t, t / 25.0, atol=1e-14)
+    np.testing.assert_allclose(W[0, 1].numpy() @ n, n / 9.0, atol=1e-14)
+    np.testing.assert_allclose(W[0, 36].numpy(), np.eye(2))  # eye corner
+
+
+def test_anisotropic_loss_rotation_invariant_and_sliding_cheaper():
+    x, z = _pair(B=2, P=68, scale=30.0, seed=8)
+    th = 0.7
+    R = torch.tensor([[math.cos(th), -math.sin(th)], [math.sin(th), math.cos(th)]], dtype=torch.float64)
+    a = F.anisotropic_loss(x, z, "ibug68", reduction="none")
+    b = F.anisotropic_loss(x @ R.T + 5.0, z @ R.T + 5.0, "ibug68", reduction="none")
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10)
+    # moving jaw point 5 along its tangent costs less than across
+    t = z[:, 6] - z[:, 4]
+    t = t / t.norm(dim=-1, keepdim=True)
+    nrm = torch.stack([-t[:, 1], t[:, 0]], -1)
+    along = z.clone()
+    along[:, 5] += 2.0 * t
+    across = z.clone()
+    across[:, 5] += 2.0 * nrm
+    la = F.anisotropic_loss(along, z, "ibug68", reduction="none")[:, 5]
+    lc = F.anisotropic_loss(across, z, "ibug68", reduction="none")[:, 5]
+    np.testing.assert_allclose(la.numpy(), 4.0 / 25.0)
+    np.testing.assert_allclose(lc.numpy(), 4.0 / 9.0)
+
+
+def test_anisotropic_origin_and_wing_forms():
+    x, z = _pair(B=2, P=29, scale=10.0, seed=9)
+    origin = np.random.default_rng(0).normal(size=(29, 2)) * 20
+    ot = torch.as_tensor(origin)
+    np.testing.assert_allclose(F.anisotropic_loss(x, z, "helen_zhou29", origin=origin).item(),
+                               F.anisotropic_loss(x + ot, z, "helen_zhou29").item(), rtol=1e-12)
+    np.testing.assert_allclose(AnisotropicLoss("helen_zhou29", origin=origin)(x, z).item(),
+                               F.anisotropic_loss(x + ot, z, "helen_zhou29").item(), rtol=1e-12)
+    q = F.anisotropic_loss(x, z, "helen_zhou29", reduction="none")
+    ref = np.vectorize(lambda v: ref_wing(v, 10.0, 2.0))(3.0 * np.sqrt(q.numpy()))
+    np.testing.assert_allclose(F.anisotropic_wing_loss(x, z, "helen_zhou29", scale=3.0, reduction="none").numpy(),
+                               ref, rtol=1e-12)
+
+
+def test_anisotropic_no_grad_through_target_weights():
+    x, z = _pair(B=1, P=68, seed=10)
+    z.requires_grad_(True)
+    loss = F.anisotropic_loss(x, z, "ibug68")
+    loss.backward()
+    # d/dz of (x-z)^T W (x-z) with W fixed is -2 W (x-z)
+    W = F.anisotropic_weights(z.detach(), "ibug68")
+    ref = -2 * torch.einsum("bpij,bpj->bpi", W, (x - z.detach())) / 68
+    np.testing.assert_allclose(z.grad.numpy(), ref.numpy(), rtol=1e-10)
+
+
+# ---------------------------------------------------------------- mixed branch loss (ATF eq. 3-5)
+def test_mixed_branch_coordinate_form_eq3_eq5():
+    g = torch.Generator().manual_seed(11)
+    out = {"m": torch.randn(4, 6, 2, generator=g, dtype=torch.float64),
+           "a": torch.randn(4, 5, 2, generator=g, dtype=torch.float64)}
+    pairs = np.array([[0, 1], [3, 4], [5, 0]])
+    tm = torch.randn(4, 6, 2, generator=g, dtype=torch.float64)
+    ta = torch.randn(4, 5, 2, generator=g, dtype=torch.float64)
+    alpha, beta, gamma = 0.2, 0.8, 0.1
+
+    def l1(p, v):
+        return sum(abs(float(p[i, j, 0] - v[i, j, 0])) + abs(float(p[i, j, 1] - v[i, j, 1]))
+                   for i in range(p.shape[0]) for j in range(p.shape[1])) / (p.shape[0] * p.shape[1])
+
+    lps = sum(abs(float(out["m"][i, pm, c] - out["a"][i, pa, c]))
+              for i in range(4) for pm, pa in pairs for c in range(2)) / (4 * len(pairs))
+    crit = MixedBranchLoss(alpha, beta, gamma, {("m", "a"): pairs}, main="m")
+    np.testing.assert_allclose(crit(out, tm, "m").item(), l1(out["m"], tm) + alpha * lps, rtol=1e-12)
+    np.testing.assert_allclose(crit(out, ta, "a").item(), beta * l1(out["a"], ta) + gamma * lps, rtol=1e-12)
+    # the functional twin, and pairs given in the other direction
+    np.testing.assert_allclose(
+        F.mixed_branch_loss(out, ta, "a", main="m", pairs={("a", "m"): pairs[:, ::-1].copy()}, alpha=alpha,
+                            beta=beta, gamma=gamma).item(), crit(out, ta, "a").item(), rtol=1e-12)
+
+
+def test_mixed_branch_heatmap_form_eq4():
+    g = torch.Generator().manual_seed(12)
+    out = {"m": torch.rand(2, 4, 5, 5, generator=g, dtype=torch.float64),
+           "a": torch.rand(2, 3, 5, 5, generator=g, dtype=torch.float64)}
+    tm = torch.rand(2, 4, 5, 5, generator=g, dtype=torch.float64)
+    pairs = [[1, 2], [3, 0]]
+    lm = ((out["m"] - tm) ** 2).sum().item() / (2 * 4)
+    lps = sum(((out["m"][i, pm] - out["a"][i, pa]) ** 2).sum().item() for i in range(2) for pm, pa in pairs) / (2 * 2)
+    crit = MixedBranchLoss(0.5, 1.0, 1.0, {("m", "a"): pairs}, main="m", form="heatmap")
+    np.testing.assert_allclose(crit(out, tm, "m").item(), lm + 0.5 * lps, rtol=1e-12)
+
+
+def test_mixed_branch_pair_term_trains_both_branches_and_three_datasets():
+    out = {n: torch.randn(2, k, 2, dtype=torch.float64, requires_grad=True) for n, k in (("m", 4), ("a", 3), ("c", 3))}
+    crit = MixedBranchLoss(1.0, 1.0, 1.0, {("m", "a"): [[0, 0]], ("a", "c"): [[1, 1]], ("m", "c"): [[2, 2]]}, main="m")
+    crit(out, torch.zeros(2, 3, 2, dtype=torch.float64), "a").backward()
+    assert out["a"].grad.abs().sum() > 0
+    assert out["m"].grad[:, 0].abs().sum() > 0 and out["m"].grad[:, 1:].abs().sum() == 0
+    assert out["c"].grad[:, 1].abs().sum() > 0 and out["c"].grad[:, 2].abs().sum() == 0
+    # gamma = 0 on an auxiliary batch: only the auxiliary label term, weighted by beta
+    crit0 = MixedBranchLoss(1.0, 0.5, 0.0, {("m", "a"): [[0, 0]]}, main="m")
+    t = torch.zeros(2, 3, 2, dtype=torch.float64)
+    np.testing.assert_allclose(crit0(out, t, "a").item(), 0.5 * F.l1_loss(out["a"], t).item(), rtol=1e-12)
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_input_raises():
+    x, z = _pair()
+    with pytest.raises(ValueError, match="target"):
+        F.wing_loss(x, z[:, :3])
+    with pytest.raises(ValueError, match="input"):
+        F.l1_loss(x[0], z[0])
+    with pytest.raises(ValueError, match="reduction"):
+        F.l2_loss(x, z, reduction="avg")
+    with pytest.raises(ValueError, match="w must"):
+        WingLoss(w=-1.0)
+    with pytest.raises(ValueError, match="epsilon"):
+        F.wing_loss(x, z, epsilon=0.0)
+    with pytest.raises(ValueError, match="weights"):
+        F.l1_loss(x, z, weights=torch.ones(5))
+    with pytest.raises(TypeError, match="input"):
+        F.l1_loss(x.numpy(), z)
+    with pytest.raises(TypeError, match="floating"):
+        F.l1_loss(x.long(), z.long())
+    with pytest.raises(ValueError, match="scheme 'ibug68' has 68"):
+        F.anisotropic_loss(x, z, "ibug68")
+    with pytest.raises(ValueError, match="unknown scheme"):
+        AnisotropicLoss("nope")
+    with pytest.raises(ValueError, match="origin"):
+        AnisotropicLoss("helen_zhou29", origin=np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="b must"):
+        F.anisotropic_loss(*_pair(P=29), "helen_zhou29", 5.0, 0.0)
+    with pytest.raises(ValueError, match="alpha"):
+        MixedBranchLoss(-1.0, 1.0, 1.0, {}, main="m")
+    with pytest.raises(ValueError, match="form"):
+        MixedBranchLoss(1.0, 1.0, 1.0, {}, main="m", form="dense")
+    with pytest.raises(ValueError, match="out of range"):
+        MixedBranchLoss(1.0, 1.0, 1.0, {("m", "a"): [[9, 0]]}, main="m")(
+            {"m": torch.zeros(1, 3, 2), "a": torch.zeros(1, 3, 2)}, torch.zeros(1, 3, 2), "m")
+    with pytest.raises(ValueError, match="shape \\(K, 2\\)"):
+        MixedBranchLoss(1.0, 1.0, 1.0, {("m", "a"): [[0, 1, 2]]}, main="m")
+    with pytest.raises(ValueError, match="no branch output"):
+        F.mixed_branch_loss({"m": torch.zeros(1, 3, 2)}, torch.zeros(1, 3, 2), "q", main="m", pairs={})
+
+
+def test_anisotropic_degenerate_tangent_is_identity_like_core():
+    z = torch.rand(1, 68, 2, dtype=torch.float64) * 50
+    z[0, 4] = z[0, 6]  # jaw point 5 has coincident neighbours: undefined tangent
+    W = F.anisotropic_weights(z, "ibug68")
+    np.testing.assert_allclose(W[0, 5].numpy(), np.eye(2))
+    assert torch.isfinite(F.anisotropic_loss(z + 1.0, z, "ibug68"))

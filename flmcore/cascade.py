@@ -24,7 +24,8 @@ from ._validate import (check_array, check_images, check_int, check_nonnegative,
                         check_positive, check_rng, check_shapes)
 from .sift import OPENCV_SMOOTH, shape_indexed_sift
 
-__all__ = ["SDM", "check_boxes", "box_frames", "place_mean_shape", "ridge_fit", "perturbation_model"]
+__all__ = ["SDM", "check_boxes", "box_frames", "place_mean_shape", "ridge_fit", "perturbation_model",
+           "to_box_units", "from_box_units", "normalise_faces"]
 
 
 def check_boxes(boxes, n: Optional[int] = None, name: str = "boxes") -> np.ndarray:
@@ -288,3 +289,68 @@ class SDM(BaseEstimator):
             x = x + size[:, None, None] * (F @ R + r).reshape(x.shape)
             hist.append(x)
         return (x, np.stack(hist)) if return_stages else x
+
+
+def to_box_units(shapes, boxes) -> np.ndarray:
+    """Pixels -> box units (box centre at 0, box size 1): ``(S - centre) / size``.
+
+    Examples
+    --------
+    >>> to_box_units([[[10.0, 5.0]]], [[0, 0, 10, 10]]).tolist()
+    [[[0.5, 0.0]]]
+    """
+    S = check_shapes(shapes, "shapes", batch=True)
+    c, s = box_frames(check_boxes(boxes, S.shape[0]))
+    return (S - c[:, None]) / s[:, None, None]
+
+
+def from_box_units(units, boxes) -> np.ndarray:
+    """Box units -> pixels, the inverse of :func:`to_box_units`.
+
+    Examples
+    --------
+    >>> from_box_units([[[0.5, 0.0]]], [[0, 0, 10, 10]]).tolist()
+    [[[10.0, 5.0]]]
+    """
+    U = check_shapes(units, "units", batch=True)
+    c, s = box_frames(check_boxes(boxes, U.shape[0]))
+    return c[:, None] + s[:, None, None] * U
+
+
+def normalise_faces(images, boxes, size: int) -> np.ndarray:
+    """Resample every face box to a ``size x size`` image (bilinear; DRN-SSR's 80 / 140 px faces).
+
+    Face pixel ``(i, j)`` samples the image at ``x = x0 + (j + 0.5) w / size - 0.5`` (and
+    likewise ``y``), so box units map to face pixels by ``x_face = (u + 1/2) size - 1/2``
+    for a square box.  Outside the image the face is zero.
+
+    Parameters
+    ----------
+    images : array_like, shape (B, H, W)
+    boxes : array_like, shape (B, 4)
+    size : int
+
+    Returns
+    -------
+    ndarray of float32, shape (B, size, size)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> normalise_faces(np.ones((1, 8, 8), np.float32), [[0, 0, 8, 8]], 4).shape
+    (1, 4, 4)
+    """
+    from scipy import ndimage
+
+    imgs = check_images(images, "images", batch=True)
+    b = check_boxes(boxes, imgs.shape[0])
+    size = check_int(size, "size", min_value=3)
+    out = np.empty((imgs.shape[0], size, size), np.float32)
+    g = (np.arange(size) + 0.5) / size
+    for k in range(imgs.shape[0]):
+        x0, y0, x1, y1 = b[k]
+        xs = x0 + g * (x1 - x0) - 0.5
+        ys = y0 + g * (y1 - y0) - 0.5
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")
+        out[k] = ndimage.map_coordinates(imgs[k], [yy, xx], order=1, mode="constant", cval=0.0)
+    return out

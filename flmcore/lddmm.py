@@ -245,7 +245,14 @@ def _kind(kernel: str) -> int:
     return KERNELS[check_in(kernel, "kernel", tuple(KERNELS))]
 
 
-def _threads(num_threads, batch: Optional[int] = None) -> int:
+#: With ``num_threads=None``, calls with fewer kernel evaluations than this run on one thread
+#: (thread wake-up latency would dominate); results never depend on the thread count.
+PARALLEL_MIN_WORK = 200_000
+
+
+def _threads(num_threads, batch: Optional[int] = None, work: Optional[int] = None) -> int:
+    if num_threads is None and work is not None and work < PARALLEL_MIN_WORK:
+        return 1
     nt = check_num_threads(num_threads)
     return nt if batch is None else max(1, min(nt, batch))
 
@@ -373,7 +380,7 @@ def kernel_matvec(x, a, sigma, *, curves: CurvesLike = None, kernel: str = "gaus
     ab, _ = _batch(a, 2)
     out = np.empty_like(xb)
     _k.velocity(g.to_kernel(xb), g.to_kernel(ab), g.gend, g.ginv(), _kind(kernel), out,
-                _threads(num_threads, xb.shape[0]))
+                _threads(num_threads, xb.shape[0], xb.shape[0] * xb.shape[1] ** 2))
     out = g.from_kernel(out)
     return out[0] if single else out
 
@@ -439,7 +446,7 @@ def flow(x0, momenta, sigma, *, n_steps: Optional[int] = None, curves: CurvesLik
     traj = np.empty((B, T + 1, P, 2))
     work = np.empty((B, P, 2))
     _k.flow_forward(g.to_kernel(xb), g.to_kernel(mb), T, g.gend, g.ginv(), _kind(kernel), traj, work,
-                    _threads(num_threads, B))
+                    _threads(num_threads, B, B * T * P * P))
     traj = g.from_kernel(traj)
     return traj[0] if single else traj
 
@@ -490,7 +497,7 @@ def shoot(x0, p0, sigma, *, n_steps: int = 10, integrator: str = "euler", curves
     tp = np.empty((B, T + 1, P, 2))
     work = np.empty((B, 6, P, 2))
     _k.shoot_forward(g.to_kernel(xb), g.to_kernel(pb), T, c, w1, w2, g.gend, g.ginv(), _kind(kernel), tx, tp,
-                     work, _threads(num_threads, B))
+                     work, _threads(num_threads, B, B * T * P * P))
     tx, tp = g.from_kernel(tx), g.from_kernel(tp)
     if single:
         tx, tp = tx[0], tp[0]
@@ -677,7 +684,7 @@ def flow_points(trajectory, momenta, points, sigma, *, curves: CurvesLike = None
     tb, mb, pb, g, pc, single, pts_single = _prep_points_call(trajectory, momenta, points, sigma, curves,
                                                               point_curves, integrator)
     y, J = _flow_points_impl(tb, mb, pb, g, pc, _kind(kernel), integrator, return_jacobian,
-                             _threads(num_threads, tb.shape[0]))
+                             _threads(num_threads, tb.shape[0], tb.shape[0] * tb.shape[1] * tb.shape[2] * pb.shape[1]))
     if single:
         y = y[0]
         J = J[0] if J is not None else None
@@ -824,7 +831,8 @@ def _curve_dist(curve_a, curve_b, sigma_w, closed, kernel, varifold, num_threads
     cb, tb = polyline_segments(bb, closed)
     Na, Nb = ca.shape[1], cb.shape[1]
     val = _curve_energy_kernel([ca, ta, cb, tb], [(0, Na)], [(0, Nb)], np.array([s]), _kind(kernel), varifold,
-                               False, _threads(num_threads, ab.shape[0]))[0]
+                               False,
+                               _threads(num_threads, ab.shape[0], 4 * ab.shape[0] * Na * Nb))[0]
     return float(val[0]) if single else val
 
 

@@ -16,7 +16,7 @@ Nothing here imports torch; the torch layers live in :mod:`flmcore.nn`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -104,6 +104,8 @@ class NeighborTable:
     counts: np.ndarray
     voters: np.ndarray
     offsets: np.ndarray
+    #: scratch space for derived arrays (e.g. device tensors cached by flmcore.nn); not compared
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n_points(self) -> int:
@@ -191,6 +193,8 @@ class NeighborTable:
             Voting landmark and its neighbour slot, per landmark.
         max_len : int
         """
+        if "padded" in self.cache:
+            return self.cache["padded"]
         p = self.n_points
         max_len = int(self.counts.max()) if p else 0
         i1 = -np.ones((p, max_len), dtype=np.int64)
@@ -202,6 +206,9 @@ class NeighborTable:
             reps = -(-max_len // lm.size)
             i1[j] = np.tile(lm, reps)[:max_len]
             i2[j] = np.tile(sl, reps)[:max_len]
+        i1.setflags(write=False)
+        i2.setflags(write=False)
+        self.cache["padded"] = (i1, i2, max_len)
         return i1, i2, max_len
 
 

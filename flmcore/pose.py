@@ -72,6 +72,16 @@ class PoseBins(NamedTuple):
     gpa: GPAResult
 
 
+def _gram(Xc):
+    """``Xc.T @ Xc`` by the symmetric rank-k BLAS update (half the flops of a general product)."""
+    try:
+        from scipy.linalg.blas import dsyrk
+    except ImportError:  # pragma: no cover
+        return Xc.T @ Xc
+    G = dsyrk(1.0, np.asfortranarray(Xc.T), trans=0)
+    return np.triu(G) + np.triu(G, 1).T
+
+
 def pca(X, n_components: int):
     """Principal component analysis of the rows of ``X`` (exact, covariance eigen-decomposition).
 
@@ -107,7 +117,7 @@ def pca(X, n_components: int):
     n_components = check_int(n_components, "n_components", min_value=1, max_value=D)
     mean = X.mean(0)
     Xc = X - mean
-    cov = (Xc.T @ Xc) / (N - 1)
+    cov = _gram(Xc) / (N - 1)
     evals, evecs = np.linalg.eigh(cov)
     order = np.argsort(evals)[::-1]
     evals = np.clip(evals[order], 0.0, None)
@@ -176,7 +186,8 @@ def pose_bins(shapes, n_bins: int = 9, *, n_components: int = 2, component: int 
     component = check_int(component, "component", min_value=0, max_value=n_components - 1)
     check_in(binning, "binning", ("width", "quantile"))
     gpa = generalized_procrustes(X, max_iter=max_iter, tol=tol, num_threads=num_threads)
-    filled = np.where(gpa.mask[..., None], gpa.aligned, gpa.mean[None])
+    complete = bool(gpa.mask.all())
+    filled = gpa.aligned if complete else np.where(gpa.mask[..., None], gpa.aligned, gpa.mean[None])
     mean, comps, var, ratio, proj = pca(filled.reshape(B, 2 * P), n_components)
     coef = proj[:, component]
     lo, hi = float(coef.min()), float(coef.max())
@@ -186,14 +197,15 @@ def pose_bins(shapes, n_bins: int = 9, *, n_components: int = 2, component: int 
         edges = np.quantile(coef, np.linspace(0.0, 1.0, n_bins + 1))
     labels = _digitize(coef, edges)
     counts = np.bincount(labels, minlength=n_bins)
-    bin_means = np.full((n_bins, P, 2), np.nan)
+    # bin means by one-hot products (no loop over bins): per point, sum of present aligned points / count
+    onehot = np.zeros((B, n_bins))
+    onehot[np.arange(B), labels] = 1.0
     present = gpa.mask.astype(np.float64)
-    aligned0 = np.where(gpa.mask[..., None], gpa.aligned, 0.0)
-    for k in np.flatnonzero(counts):  # K iterations (K << B), each vectorised over its shapes
-        sel = labels == k
-        n = present[sel].sum(0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            bin_means[k] = np.einsum("bp,bpk->pk", present[sel], aligned0[sel]) / n[:, None]
+    aligned0 = gpa.aligned if complete else np.where(gpa.mask[..., None], gpa.aligned, 0.0)
+    sums = (onehot.T @ aligned0.reshape(B, 2 * P)).reshape(n_bins, P, 2)
+    npts = onehot.T @ present
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bin_means = np.where(npts[..., None] > 0, sums / npts[..., None], np.nan)
     origin = np.nanmean(bin_means[counts > 0], axis=0) if P else bin_means[0]
     return PoseBins(labels, edges, counts, bin_means, origin, proj, comps, var, ratio, mean, component, gpa)
 

@@ -23,9 +23,12 @@ from numba import njit, prange
 # about 1e-6 relative) in the span of the active variables: it is skipped until
 # the next drop changes the active set.
 _DEGENERATE = 1e-12
+# re-association lets LLVM vectorise the dot products (deterministic for a given build, independent of
+# the thread count); no 'nnan'/'ninf': tau = inf must compare correctly
+_FM = {"nsz", "arcp", "contract", "reassoc"}
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
 def _solve_lower(L, k, b, out):
     # forward substitution L[:k, :k] out = b
     for i in range(k):
@@ -35,7 +38,7 @@ def _solve_lower(L, k, b, out):
         out[i] = s / L[i, i]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
 def _solve_upper_t(L, k, b, out):
     # backward substitution L[:k, :k]^T out = b
     for i in range(k - 1, -1, -1):
@@ -45,7 +48,7 @@ def _solve_upper_t(L, k, b, out):
         out[i] = s / L[i, i]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
 def _chol_delete(L, k, pos):
     # Remove row/column ``pos`` from the factor of a k x k block: delete the row,
     # then rotate column pairs (r, r + 1) to restore the lower-triangular form.
@@ -70,7 +73,7 @@ def _chol_delete(L, k, pos):
         L[k - 1, m] = 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
 def _lars_target(G, xty, tau, positive, max_iter, tol, coef,
                  record, rec_coef, rec_C, rec_l1, rec_active):
     """One target's LARS-lasso path; fills ``coef`` (p,), returns (status, n_steps, n_knots)."""
@@ -79,6 +82,7 @@ def _lars_target(G, xty, tau, positive, max_iter, tol, coef,
         coef[j] = 0.0
     c = xty.copy()                       # correlations X^T (y - X coef)
     L = np.zeros((p, p))                 # Cholesky factor of G[A, A] (active order)
+    GA = np.zeros((p, p))                # GA[j, m] = G[j, active[m]] (contiguous in m)
     active = np.empty(p, np.int64)       # active variables in entry order
     sgn = np.zeros(p)                    # signs of the active variables (by slot)
     in_act = np.zeros(p, np.bool_)
@@ -134,7 +138,7 @@ def _lars_target(G, xty, tau, positive, max_iter, tol, coef,
             if jnext >= 0:
                 # Cholesky update with the entering column
                 for m in range(k):
-                    rhs[m] = G[active[m], jnext]
+                    rhs[m] = GA[jnext, m]
                 _solve_lower(L, k, rhs, tmp)
                 d2 = G[jnext, jnext]
                 for m in range(k):
@@ -150,6 +154,8 @@ def _lars_target(G, xty, tau, positive, max_iter, tol, coef,
                         L[k, m] = tmp[m]
                     L[k, k] = np.sqrt(d2)
                     active[k] = jnext
+                    for j in range(p):
+                        GA[j, k] = G[j, jnext]
                     sgn[k] = 1.0 if (positive or c[jnext] >= 0.0) else -1.0
                     in_act[jnext] = True
                     k += 1
@@ -182,7 +188,7 @@ def _lars_target(G, xty, tau, positive, max_iter, tol, coef,
                 continue
             s = 0.0
             for m in range(k):
-                s += G[j, active[m]] * w[m]
+                s += GA[j, m] * w[m]
             a[j] = s
             # a variable dropped at the last knot sits at c_j = +-C: skip that crossing
             skip_plus = j == dropped and c[j] >= 0.0
@@ -242,7 +248,7 @@ def _lars_target(G, xty, tau, positive, max_iter, tol, coef,
             if excluded[j]:
                 s = 0.0
                 for m in range(k):
-                    s += G[j, active[m]] * w[m]
+                    s += GA[j, m] * w[m]
                 a[j] = s
             c[j] -= gamma * a[j]
         for m in range(k):
@@ -255,6 +261,9 @@ def _lars_target(G, xty, tau, positive, max_iter, tol, coef,
             for m in range(pos, k - 1):
                 active[m] = active[m + 1]
                 sgn[m] = sgn[m + 1]
+            for j in range(p):
+                for m in range(pos, k - 1):
+                    GA[j, m] = GA[j, m + 1]
             k -= 1
             in_act[jd] = False
             dropped = jd

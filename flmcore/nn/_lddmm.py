@@ -112,7 +112,14 @@ def _use_kernel(backend: str, *tensors) -> bool:
     return backend == "kernel" or (backend == "auto" and cpu)
 
 
-def _nthreads(batch: int) -> int:
+#: Below this many kernel evaluations per call the kernels run on one thread (thread start-up and
+#: wake-up latency would dominate; results do not depend on the thread count anyway).
+PARALLEL_MIN_WORK = 200_000
+
+
+def _nthreads(batch: int, work: int = PARALLEL_MIN_WORK) -> int:
+    if work < PARALLEL_MIN_WORK:
+        return 1
     return max(1, min(torch.get_num_threads(), batch))
 
 
@@ -203,7 +210,7 @@ class _FlowFn(torch.autograd.Function):
         traj = np.empty((B, n_steps + 1, P, 2), dt)
         xn, mn = _np(x0), _np(mom)
         _k.flow_forward(xn, mn, n_steps, plan.gend, plan.ginv(x0.dtype), kind, traj, np.empty((B, P, 2), dt),
-                        _nthreads(B))
+                        _nthreads(B, B * n_steps * P * P))
         traj_t = torch.from_numpy(traj)
         ctx.save_for_backward(traj_t, torch.from_numpy(mn) if not mom.is_contiguous() else mom.detach())
         ctx.meta = (n_steps, plan, kind, full)
@@ -220,7 +227,7 @@ class _FlowFn(torch.autograd.Function):
         gx0 = np.empty((B, P, 2), dt)
         gmom = np.empty(tuple(mom.shape), dt)
         _k.flow_backward(traj.numpy(), _np(mom), gn, n_steps, plan.gend, plan.ginv(traj.dtype), kind, gx0, gmom,
-                         np.empty((B, 2, P, 2), dt), _nthreads(B))
+                         np.empty((B, 2, P, 2), dt), _nthreads(B, 2 * B * n_steps * P * P))
         return torch.from_numpy(gx0), torch.from_numpy(gmom), None, None, None, None
 
 
@@ -232,7 +239,7 @@ class _ShootFn(torch.autograd.Function):
         tx = np.empty((B, n_steps + 1, P, 2), dt)
         tp = np.empty((B, n_steps + 1, P, 2), dt)
         _k.shoot_forward(_np(x0), _np(p0), n_steps, coef[0], coef[1], coef[2], plan.gend, plan.ginv(x0.dtype), kind,
-                         tx, tp, np.empty((B, 6, P, 2), dt), _nthreads(B))
+                         tx, tp, np.empty((B, 6, P, 2), dt), _nthreads(B, B * n_steps * P * P))
         tx_t, tp_t = torch.from_numpy(tx), torch.from_numpy(tp)
         ctx.save_for_backward(tx_t, tp_t)
         ctx.meta = (n_steps, coef, plan, kind, full)
@@ -253,7 +260,8 @@ class _ShootFn(torch.autograd.Function):
         gx0 = np.empty((B, P, 2), dt)
         gp0 = np.empty((B, P, 2), dt)
         _k.shoot_backward(tx.numpy(), tp.numpy(), gxn, gpn, n_steps, coef[0], coef[1], coef[2], plan.gend,
-                          plan.ginv(tx.dtype), kind, gx0, gp0, np.empty((B, 12, P, 2), dt), _nthreads(B))
+                          plan.ginv(tx.dtype), kind, gx0, gp0, np.empty((B, 12, P, 2), dt),
+                          _nthreads(B, 3 * B * n_steps * P * P))
         return torch.from_numpy(gx0), torch.from_numpy(gp0), None, None, None, None, None
 
 
@@ -267,7 +275,8 @@ class _CurveFn(torch.autograd.Function):
         out = np.empty(B, dt)
         gs = [np.empty_like(v) for v in arrs]
         _k.curve_distance(*arrs, cplan.aend, cplan.ainv[dt], cplan.bend, cplan.binv[dt], cplan.lo, cplan.hi, kind,
-                          int(varifold), int(grad), out, *gs, _nthreads(B))
+                          int(varifold), int(grad), out, *gs,
+                          _nthreads(B, 4 * B * arrs[0].shape[1] * arrs[2].shape[1]))
         if grad:
             ctx.save_for_backward(*[torch.from_numpy(v) for v in gs])
         return torch.from_numpy(out)
@@ -865,7 +874,7 @@ class CurveLandmarkLoss(nn.Module):
         w = np.zeros((len(groups), P))
         for k, g in enumerate(groups):
             w[k, g] = 1.0 / len(g)
-        self.register_buffer("_lm_weight", torch.as_tensor(w.sum(0), dtype=torch.float32))
+        self.register_buffer("_lm_weight", torch.as_tensor(w.sum(0), dtype=torch.float64))
         self._left = list(self.scheme.left_eye)
         self._right = list(self.scheme.right_eye)
 

@@ -411,10 +411,38 @@ def anisotropic_weights(target: Tensor, scheme, a: float = 5.0, b: float = 3.0, 
     return c_iso[..., None, None] * eye + c_tan[..., None, None] * tt
 
 
+_INDEX_CACHE: Dict[Tuple, Tuple[Tensor, Tensor, Tensor]] = {}
+
+
+def _fixed_index(scheme, device) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(prev, next, on_curve)`` as tensors on ``device`` (cached per scheme and device)."""
+    key = (id(scheme), scheme.name, str(device))
+    hit = _INDEX_CACHE.get(key)
+    if hit is None:
+        prev, nxt, on, *_ = _curve_neighbours(scheme)
+        hit = (torch.as_tensor(prev, device=device), torch.as_tensor(nxt, device=device),
+               torch.as_tensor(on, device=device))
+        _INDEX_CACHE[key] = hit
+    return hit
+
+
 def _mahalanobis_sq(d: Tensor, target: Tensor, scheme, a, b, adaptive: bool) -> Tensor:
-    c_iso, c_tan, t = _aniso_coeffs(target.detach(), scheme, a, b, adaptive)
-    proj = (d * t).sum(-1)
-    return c_iso * d.pow(2).sum(-1) + c_tan * proj * proj
+    """Per-point ``d^T W d`` (eq. 2, 6) without forming W."""
+    target = target.detach()
+    if adaptive:
+        c_iso, c_tan, t = _aniso_coeffs(target, scheme, a, b, adaptive)
+        proj = (d * t).sum(-1)
+        return c_iso * d.pow(2).sum(-1) + c_tan * proj * proj
+    # fixed (a, b): with v = z[next] - z[prev], (t.d)^2 = (v.d)^2 / |v|^2
+    prev, nxt, on = _fixed_index(scheme, target.device)
+    v = target.index_select(1, nxt) - target.index_select(1, prev)
+    vv = (v * v).sum(-1)
+    curve = on & (vv > 0)
+    dd = (d * d).sum(-1)
+    vd = (v * d).sum(-1)
+    inv_b2 = 1.0 / (b * b)
+    q_curve = inv_b2 * dd + (1.0 / (a * a) - inv_b2) * vd * vd / torch.where(curve, vv, torch.ones_like(vv))
+    return torch.where(curve, q_curve, dd)
 
 
 def _prep_aniso(input, target, scheme, a, b, origin):

@@ -368,14 +368,42 @@ class PIPLoss(nn.Module):
 
 
 # ----------------------------------------------------------------------------- decoding
+def _table_tensors(table: NeighborTable, device, dtype):
+    """Index/count tensors of a table on ``device``, cached on the table."""
+    key = ("torch", str(device), dtype)
+    got = table.cache.get(key)
+    if got is None:
+        idx = torch.as_tensor(table.indices.ravel(), device=device)
+        inv = (1.0 / (1.0 + torch.as_tensor(table.counts, device=device, dtype=torch.float64))).to(dtype)
+        i1, i2, max_len = table.padded_reverse_index()
+        padded = torch.as_tensor((i1 * table.n_neighbors + i2).ravel(), device=device) if (i1 >= 0).all() else None
+        got = (idx, inv, padded, max_len)
+        table.cache[key] = got
+    return got
+
+
+def _merge_xy(ox, oy, vx, vy, table: NeighborTable, method: str):
+    """Merge per axis: ``ox`` (B, N), ``vx`` (B, N * C) -> merged x (B, N) (same for y)."""
+    b, n = ox.shape
+    idx, inv, padded, max_len = _table_tensors(table, ox.device, ox.dtype)
+    if method == "exact":
+        return ox.index_add(1, idx, vx) * inv, oy.index_add(1, idx, vy) * inv
+    if padded is None:
+        raise ValueError("the padded (official) merge needs every landmark to have at least one voter")
+    scale = 1.0 / (1.0 + max_len)
+    return ((ox + vx[:, padded].view(b, n, max_len).sum(2)) * scale,
+            (oy + vy[:, padded].view(b, n, max_len).sum(2)) * scale)
+
+
 def pip_merge(own: torch.Tensor, votes: torch.Tensor, neighbors, method: str = "exact") -> torch.Tensor:
     """Merge each landmark's own prediction with the neighbour votes for it.
 
     ``"exact"``: landmark ``j`` becomes the plain mean of its own prediction and
     the ``counts[j]`` votes ``votes[:, i, c]`` with ``indices[i, c] == j``
-    (paper, Sec. 3.2), computed with one scatter-add.  ``"padded"``: the
-    official trick (every landmark averages ``1 + max_len`` entries, its voter
-    list repeated to ``max_len``), which over-weights some votes.
+    (paper, Sec. 3.2), computed with one scatter-add (``index_add``) per axis.
+    ``"padded"``: the official trick (every landmark averages ``1 + max_len``
+    entries, its voter list repeated to ``max_len``), which over-weights some
+    votes of landmarks with fewer than ``max_len`` voters.
 
     Parameters
     ----------
@@ -400,26 +428,18 @@ def pip_merge(own: torch.Tensor, votes: torch.Tensor, neighbors, method: str = "
     [[0.0, 1.5], [2.0, 0.0], [5.0, 0.0]]
     """
     check_in(method, "method", ("exact", "padded"))
-    if own.ndim != 3 or own.shape[-1] != 2:
-        raise ValueError(f"own must have shape (B, N, 2), got {tuple(own.shape)}")
+    if not isinstance(own, torch.Tensor) or own.ndim != 3 or own.shape[-1] != 2:
+        raise ValueError(f"own must be a tensor of shape (B, N, 2), got {getattr(own, 'shape', type(own).__name__)}")
     b, n, _ = own.shape
     table = _as_table(neighbors, n)
     c = table.n_neighbors
-    if tuple(votes.shape) != (b, n, c, 2):
+    if not isinstance(votes, torch.Tensor) or tuple(votes.shape) != (b, n, c, 2):
         raise ValueError(f"votes must have shape (B, N, C, 2) = {(b, n, c, 2)}, got {tuple(votes.shape)}")
     if c == 0:
         return own.clone()
-    if method == "exact":
-        idx = torch.as_tensor(table.indices.ravel(), device=own.device)
-        total = own.index_add(1, idx, votes.reshape(b, n * c, 2))
-        cnt = torch.as_tensor(table.counts, device=own.device, dtype=own.dtype)
-        return total / (1.0 + cnt)[None, :, None]
-    i1, i2, max_len = table.padded_reverse_index()
-    if (i1 < 0).any():
-        raise ValueError("the padded (official) merge needs every landmark to have at least one voter")
-    flat = torch.as_tensor((i1 * c + i2).ravel(), device=own.device)
-    gathered = votes.reshape(b, n * c, 2)[:, flat].reshape(b, n, max_len, 2)
-    return (own + gathered.sum(2)) / (1.0 + max_len)
+    v = votes.reshape(b, n * c, 2)
+    mx, my = _merge_xy(own[..., 0], own[..., 1], v[..., 0], v[..., 1], table, method)
+    return torch.stack((mx, my), dim=-1)
 
 
 def pip_decode(outputs: PIPOutputs, stride: float, neighbors=None, *, merge: str = "exact",
@@ -480,23 +500,23 @@ def pip_decode(outputs: PIPOutputs, stride: float, neighbors=None, *, merge: str
     dtype = ox.dtype
     cx = (pos % w).to(dtype)
     cy = torch.div(pos, w, rounding_mode="floor").to(dtype)
-    gx = ox.reshape(b, n, hw).gather(2, pos[..., None]).squeeze(2)
-    gy = oy.reshape(b, n, hw).gather(2, pos[..., None]).squeeze(2)
-    own = torch.stack(((cx + gx) * stride, (cy + gy) * stride), dim=-1)
-    if c and (return_votes or merge != "none"):
-        pos_nb = pos.repeat_interleave(c, dim=1)[..., None]
-        vx = nx.reshape(b, n * c, hw).gather(2, pos_nb).view(b, n, c)
-        vy = ny.reshape(b, n * c, hw).gather(2, pos_nb).view(b, n, c)
-        votes = torch.stack(((cx[..., None] + vx) * stride, (cy[..., None] + vy) * stride), dim=-1)
-    else:
-        votes = own.new_zeros((b, n, c, 2))
+    px = cx + ox.reshape(b, n, hw).gather(2, pos[..., None]).squeeze(2)  # cell units
+    py = cy + oy.reshape(b, n, hw).gather(2, pos[..., None]).squeeze(2)
+    need_votes = c > 0 and (return_votes or merge != "none")
+    if need_votes:
+        pe = pos[..., None, None].expand(b, n, c, 1)
+        vx = (cx[..., None] + nx.reshape(b, n, c, hw).gather(3, pe).squeeze(3)).reshape(b, n * c)
+        vy = (cy[..., None] + ny.reshape(b, n, c, hw).gather(3, pe).squeeze(3)).reshape(b, n * c)
     if merge == "none" or c == 0:
-        out = own
+        mx, my = px, py
     else:
-        out = pip_merge(own, votes, table, method=merge)
-    if return_votes:
-        return out, own, votes
-    return out
+        mx, my = _merge_xy(px, py, vx, vy, table, merge)
+    out = torch.stack((mx, my), dim=-1) * stride
+    if not return_votes:
+        return out
+    own = torch.stack((px, py), dim=-1) * stride
+    votes = (torch.stack((vx, vy), dim=-1).view(b, n, c, 2) * stride) if need_votes else own.new_zeros((b, n, 0, 2))
+    return out, own, votes
 
 
 # ----------------------------------------------------------------------------- model
@@ -550,8 +570,10 @@ class PIPNet(nn.Module):
     def __init__(self, backbone: nn.Module, scheme, n_neighbors: int = 10, mean_shape=None,
                  stc_heads: int = 0, input_mean: float = 0.5, input_std: float = 0.25):
         super().__init__()
-        if not isinstance(backbone, nn.Module) or not hasattr(backbone, "out_channels") or not hasattr(backbone, "stride"):
-            raise TypeError("backbone must be a torch.nn.Module with attributes out_channels and stride")
+        if (not isinstance(backbone, nn.Module) or not isinstance(getattr(backbone, "out_channels", None), (int, np.integer))
+                or not isinstance(getattr(backbone, "stride", None), (int, np.integer))):
+            raise TypeError("backbone must be a torch.nn.Module with integer attributes out_channels and stride "
+                            "(e.g. flmcore.nn.backbones.ResNet18)")
         self.n_points, self.scheme_name = _scheme_points(scheme)
         self.backbone = backbone
         self.stride = int(backbone.stride)

@@ -10,3 +10,5 @@ from ._multibranch import MultiBranch  # noqa: E402
 __all__ += ["MultiBranch"]
 from ._lddmm import LDDMMFace  # noqa: E402
 __all__ += ["LDDMMFace"]
+from ._drn import DRNCascade  # noqa: E402  (DRN-SSR cascade)
+__all__ += ["DRNCascade"]

@@ -100,7 +100,7 @@ def check_array(
                 raise ValueError(f"{name} must have shape {exp}, got shape {_shape_str(arr)}")
     if not allow_empty and arr.size == 0:
         raise ValueError(f"{name} must not be empty, got shape {_shape_str(arr)}")
-    out = np.array(arr, dtype=target, order="C", copy=True) if copy else np.ascontiguousarray(arr, dtype=target)
+    out = np.array(arr, dtype=target, order="C", copy=True) if copy else np.asarray(arr, dtype=target, order="C")
     if out.dtype.kind == "f":
         finite = np.isfinite(out)
         if not finite.all():
@@ -217,8 +217,8 @@ def check_images(
     if arr.size == 0 or arr.shape[-1] < 2 or arr.shape[-2] < 2:
         raise ValueError(f"{name} must be at least 2x2 pixels, got shape {_shape_str(arr)}")
     if arr.dtype == np.uint8:
-        return np.ascontiguousarray(arr, dtype=dtype) / np.asarray(255.0, dtype=dtype)
-    out = np.ascontiguousarray(arr, dtype=dtype)
+        return np.asarray(arr, dtype=dtype, order="C") / np.asarray(255.0, dtype=dtype)
+    out = np.asarray(arr, dtype=dtype, order="C")
     if not np.isfinite(out).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return out

@@ -263,9 +263,12 @@ def _batch(a: np.ndarray, nd: int):
 
 
 def curve_scale(points) -> float:
-    """Scale of a curve: the larger side of the bounding box of its points.
+    """Scale of a curve: the root-mean-square distance of its points to their centroid.
 
-    This is the paper's sigma_V of a mean-face curve (sigma_W is half of it).
+    ``sqrt(mean_i |x_i - mean(x)|^2)`` (the Procrustes "centroid size" divided by
+    ``sqrt(n)``, i.e. the standard deviation of the coordinates taken as a 2-D cloud).
+    This is the paper's sigma_V of a mean-face curve ("the scale of the coordinates of
+    each curve"); sigma_W is half of it.
 
     Parameters
     ----------
@@ -277,12 +280,11 @@ def curve_scale(points) -> float:
 
     Examples
     --------
-    >>> curve_scale([[0, 0], [4, 1], [2, 3]])
-    4.0
+    >>> curve_scale([[0, 0], [6, 8]])
+    5.0
     """
     pts = check_shapes(points, "points", batch=False)
-    ext = pts.max(axis=0) - pts.min(axis=0)
-    return float(ext.max())
+    return float(np.sqrt(((pts - pts.mean(axis=0)) ** 2).sum(axis=1).mean()))
 
 
 def curve_sigmas(mean_shape, curves, *, factor: float = 1.0, min_sigma: float = 1e-6) -> np.ndarray:
@@ -306,7 +308,7 @@ def curve_sigmas(mean_shape, curves, *, factor: float = 1.0, min_sigma: float = 
     Examples
     --------
     >>> curve_sigmas([[0, 0], [2, 0], [5, 5], [5, 6]], [[0, 1], [2, 3]], factor=0.5).tolist()
-    [1.0, 0.5]
+    [0.5, 0.25]
     """
     mean_shape = check_shapes(mean_shape, "mean_shape", batch=False)
     cl = _curve_list(curves, mean_shape.shape[0])

@@ -236,11 +236,13 @@ def test_landmark_distance():
 
 
 def test_curve_sigmas_and_scale():
-    mean = np.array([[0, 0], [10, 2], [20, 0], [5, 5], [5, 9]], float)
-    np.testing.assert_allclose(L.curve_sigmas(mean, [[0, 1, 2], [3, 4]]), [20, 4])
-    np.testing.assert_allclose(L.curve_sigmas(mean, [[0, 1, 2], [3, 4]], factor=0.5), [10, 2])
+    mean = np.array([[0, 0], [10, 3], [20, 0], [5, 5], [5, 9]], float)
+    rms = np.sqrt((100 + 4 + 0 + 1 + 100 + 1) / 3)  # centroid (10, 1)
+    np.testing.assert_allclose(L.curve_sigmas(mean, [[0, 1, 2], [3, 4]]), [rms, 2])
+    np.testing.assert_allclose(L.curve_sigmas(mean, [[0, 1, 2], [3, 4]], factor=0.5), [rms / 2, 1])
     # a one-point curve gets the median of the others
-    np.testing.assert_allclose(L.curve_sigmas(mean, [[0, 1, 2], [3]]), [20, 20])
+    np.testing.assert_allclose(L.curve_sigmas(mean, [[0, 1, 2], [3]]), [rms, rms])
+    assert L.curve_scale([[0, 0], [6, 8]]) == pytest.approx(5.0)
 
 
 @pytest.mark.parametrize("mode", ["flow", "constant", "geodesic"])

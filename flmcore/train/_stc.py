@@ -293,7 +293,7 @@ def predict_pipnet(model: PIPNet, images, *, batch_size: int = 64, merge: str = 
 
 
 def self_train_curriculum(model: PIPNet, labelled: Tuple, unlabelled, *, tasks: Sequence[int] = (1, 2, 3),
-                          epochs: int = 30, reinit: bool = True, device=None, rng: Union[int, None] = 0,
+                          epochs: int = 30, initial_epochs: Optional[int] = None, reinit: bool = True, device=None, rng: Union[int, None] = 0,
                           progress: Union[bool, Callable] = True, callback: Optional[Callable] = None,
                           **train_kwargs) -> Dict:
     """Self-training with curriculum (PIPNet, Sec. 3.3, Fig. 8).
@@ -323,7 +323,10 @@ def self_train_curriculum(model: PIPNet, labelled: Tuple, unlabelled, *, tasks: 
     tasks : sequence of int
         Curriculum task per self-training round (``1 .. stc_heads + 1``).
     epochs : int
-        Epochs of every training (the supervised start and each round).
+        Epochs of every self-training round.
+    initial_epochs : int, optional
+        Epochs of the supervised start (default ``epochs``); 0 skips it and
+        starts from ``model`` as given (e.g. already trained on the labels).
     reinit : bool
         Restart every round from the weights ``model`` had on entry (the
         official code re-creates the network from its pretrained weights);
@@ -378,9 +381,15 @@ def self_train_curriculum(model: PIPNet, labelled: Tuple, unlabelled, *, tasks: 
     if model.n_neighbors and model.neighbors is None:
         model.set_mean_face(mean_face(lpts))
         start = copy.deepcopy(model.state_dict())
+    epochs = check_int(epochs, "epochs", min_value=1)
+    initial_epochs = epochs if initial_epochs is None else check_int(initial_epochs, "initial_epochs", min_value=0)
     hist = {"pseudo_labels": [], "loss": [], "tasks": list(tasks)}
-    h = train_pipnet(model, limgs, lpts, epochs=epochs, device=dev, rng=seed, progress=False, **train_kwargs)
-    hist["loss"].append(h["loss"])
+    if initial_epochs:
+        h = train_pipnet(model, limgs, lpts, epochs=initial_epochs, device=dev, rng=seed, progress=False,
+                         **train_kwargs)
+        hist["loss"].append(h["loss"])
+    else:
+        hist["loss"].append([])
     if callback is not None:
         callback(0, model, None)
     for r, task in enumerate(_progress(progress, tasks, desc="STC rounds", total=len(tasks)), start=1):

@@ -248,7 +248,7 @@ def experiment_sparse(args):
 
     shapes = demo.load_helen68()
     res = demo.sparse_to_dense(shapes, subset=args.subset, n_steps=10, mode="flow", max_iter=100,
-                               with_ssr=True)
+                               with_ssr=True, with_all_points=args.all_points)
     table = demo.sparse_table(res)
     print(f"sparse-to-dense on {res['n_faces']} HELEN faces, {len(res['kept'])} kept / {len(res['hidden'])} hidden")
     print(table)
@@ -333,6 +333,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--experiment", choices=["sparse", "train"], help="run a real-data experiment instead")
     ap.add_argument("--subset", type=int, default=None, help="sparse: number of faces (default all 870)")
+    ap.add_argument("--all-points", action="store_true",
+                    help="sparse: also the variant with momenta on all mean-face points (slower)")
     ap.add_argument("--epochs", type=int, default=40, help="train: epochs")
     ap.add_argument("--figures", action="store_true", help="write docs/_static/lddmm_*.png")
     ap.add_argument("--out", default=None, help="JSON output path")

@@ -152,6 +152,11 @@ def main(argv=None) -> dict:
                                                     "images_per_s_with_decode": 1 / td}
     print_table(frows)
     print("paper: 35.7 FPS for PIPNet-R18 on a server CPU")
+    import os
+
+    if hasattr(os, "getloadavg"):
+        payload["load_average_1min"] = os.getloadavg()[0]
+        print(f"machine load average (1 min): {payload['load_average_1min']:.1f} (timings on a shared machine)")
     path = write_json("pip", payload, args.out)
     print(f"wrote {path}")
     return payload

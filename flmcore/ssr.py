@@ -34,6 +34,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils import metadata_routing
 from sklearn.exceptions import ConvergenceWarning
 
 from ._validate import (
@@ -542,6 +543,11 @@ class SparseShapeRegression(RegressorMixin, BaseEstimator):
     (40, 1, 2)
     """
 
+    # src / dst are the data, not metadata to route (no set_*_request methods)
+    __metadata_request__fit = {"src": metadata_routing.UNUSED, "dst": metadata_routing.UNUSED}
+    __metadata_request__predict = {"src": metadata_routing.UNUSED}
+    __metadata_request__score = {"src": metadata_routing.UNUSED, "dst": metadata_routing.UNUSED}
+
     def __init__(self, tau: float = 1.4, normalize: Optional[str] = "procrustes", positive: bool = False,
                  nme_norm="auto", target_scheme: Optional[str] = None, max_iter: int = 500,
                  num_threads: Optional[int] = None):
@@ -665,11 +671,22 @@ class SparseShapeRegression(RegressorMixin, BaseEstimator):
             return tuple(get_scheme(self.target_scheme).interocular)
         return tuple(nn)
 
-    def score(self, src, dst, sample_weight=None) -> float:
-        """Negative mean NME of the predictions (higher is better; see ``nme_norm``)."""
+    def score(self, src, dst) -> float:
+        """Negative mean NME of the predictions (higher is better; see ``nme_norm``).
+
+        Parameters
+        ----------
+        src : array_like, shape (N, p_i, 2)
+        dst : array_like, shape (N, p_j, 2)
+            Ground truth.
+
+        Returns
+        -------
+        float
+        """
         dst = self._check_src(dst, "dst", n_points=getattr(self, "n_target_points_", None))
         e = normalised_mean_error(self.predict(src), dst, self._norm())
-        return -float(np.average(e, weights=sample_weight))
+        return -float(np.mean(e))
 
     def sparse_H(self):
         """``H_`` as a :class:`scipy.sparse.csr_matrix` (zeros dropped)."""

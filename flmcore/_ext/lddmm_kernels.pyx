@@ -15,7 +15,7 @@ block.  Kernels (``kind``): 0 Gaussian ``exp(-u / s^2)``, 1 Cauchy
 Plain arrays in, plain arrays out; no validation (callers validate).
 """
 from cython.parallel cimport prange
-from libc.math cimport exp, expf, sqrt
+from libc.math cimport exp, expf
 
 ctypedef fused real:
     float
@@ -63,164 +63,571 @@ cdef inline void _k2(int kind, real u, real inv, real* f, real* f1, real* f2) no
         f2[0] = 2 * inv * inv * q * q * q
 
 
+
+# Hot loops in C: point pairs i < j visited once, each row j > i as a vectorised loop
+# (structure-of-arrays scratch, branch-free exp, AVX2 clone dispatched at run time on x86-64 Linux/GCC).
+cdef extern from *:
+    """
+    #include <stdlib.h>
+    #include <string.h>
+    #include <stdint.h>
+    #include <math.h>
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define LK_CLONES __attribute__((target_clones("arch=haswell", "default")))
+    #else
+    #define LK_CLONES
+    #endif
+
+    /* exp(x) for x <= 0, branch-free so that loops calling it vectorise: x = n ln2 + r with
+       |r| <= ln2 / 2 (round-to-nearest by the 1.5 * 2^52 trick), degree-12 Taylor polynomial of
+       exp(r) (relative error < 4e-16), times 2^n built in the exponent bits. */
+    static inline double lk_exp_d(double x) {
+        x = x < -708.0 ? -708.0 : x;
+        const double magic = 6755399441055744.0;
+        double t = x * 1.4426950408889634 + magic;
+        double n = t - magic;
+        double r = x - n * 0.6931471803691238 - n * 1.9082149292705877e-10;
+        double p = 1.0 / 479001600.0;
+        p = p * r + 1.0 / 39916800.0;
+        p = p * r + 1.0 / 3628800.0;
+        p = p * r + 1.0 / 362880.0;
+        p = p * r + 1.0 / 40320.0;
+        p = p * r + 1.0 / 5040.0;
+        p = p * r + 1.0 / 720.0;
+        p = p * r + 1.0 / 120.0;
+        p = p * r + 1.0 / 24.0;
+        p = p * r + 1.0 / 6.0;
+        p = p * r + 0.5;
+        p = p * r + 1.0;
+        p = p * r + 1.0;
+        int64_t ti;
+        memcpy(&ti, &t, 8);
+        int64_t bits = (ti - (int64_t)0x4338000000000000LL + 1023) << 52;
+        double s;
+        memcpy(&s, &bits, 8);
+        return p * s;
+    }
+
+    /* float version: degree-7 polynomial (relative error ~1e-7), 1.5 * 2^23 rounding trick. */
+    static inline float lk_exp_f(float x) {
+        x = x < -87.0f ? -87.0f : x;
+        const float magic = 12582912.0f;
+        float t = x * 1.44269504f + magic;
+        float n = t - magic;
+        float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
+        float p = 1.0f / 5040.0f;
+        p = p * r + 1.0f / 720.0f;
+        p = p * r + 1.0f / 120.0f;
+        p = p * r + 1.0f / 24.0f;
+        p = p * r + 1.0f / 6.0f;
+        p = p * r + 0.5f;
+        p = p * r + 1.0f;
+        p = p * r + 1.0f;
+        int32_t ti;
+        memcpy(&ti, &t, 4);
+        int32_t bits = (ti - (int32_t)0x4B400000 + 127) << 23;
+        float s;
+        memcpy(&s, &bits, 4);
+        return p * s;
+    }
+    /* ---- REAL = double ---- */
+    static inline double lk_kval_d(double u, double inv, int kind) {
+        return kind == 0 ? lk_exp_d(-u * inv) : 1.0 / (1.0 + u * inv);
+    }
+    static inline double lk_k1_d(double f, double inv, int kind) { return kind == 0 ? -inv * f : -inv * f * f; }
+    static inline double lk_k2_d(double f, double inv, int kind) {
+        return kind == 0 ? inv * inv * f : 2.0 * inv * inv * f * f * f;
+    }
+
+    LK_CLONES static void lk_velocity_d(const double* x, const double* a, int P, const int* gend, const double* ginv,
+                                        int kind, double* v) {
+        double* buf = (double*)malloc(sizeof(double) * 6 * (size_t)P);
+        double *X = buf, *Y = buf + P, *AX = buf + 2 * P, *AY = buf + 3 * P, *VX = buf + 4 * P, *VY = buf + 5 * P;
+        for (int i = 0; i < P; i++) {
+            X[i] = x[2 * i]; Y[i] = x[2 * i + 1]; AX[i] = a[2 * i]; AY[i] = a[2 * i + 1];
+            VX[i] = AX[i]; VY[i] = AY[i];
+        }
+        for (int i = 0; i < P; i++) {
+            const double xi = X[i], yi = Y[i], ai0 = AX[i], ai1 = AY[i], inv = ginv[i];
+            double s0 = 0, s1 = 0;
+            const int e = gend[i];
+            #pragma omp simd reduction(+:s0,s1)
+            for (int j = i + 1; j < e; j++) {
+                double d0 = xi - X[j], d1 = yi - Y[j];
+                double k = lk_kval_d(d0 * d0 + d1 * d1, inv, kind);
+                s0 += k * AX[j]; s1 += k * AY[j];
+                VX[j] += k * ai0; VY[j] += k * ai1;
+            }
+            VX[i] += s0; VY[i] += s1;
+        }
+        for (int i = 0; i < P; i++) { v[2 * i] = VX[i]; v[2 * i + 1] = VY[i]; }
+        free(buf);
+    }
+
+    LK_CLONES static void lk_velocity_vjp_d(const double* x, const double* a, const double* lam, int P, const int* gend,
+                                            const double* ginv, int kind, double h, double* dx, double* ga) {
+        double* buf = (double*)malloc(sizeof(double) * 10 * (size_t)P);
+        double *X = buf, *Y = buf + P, *AX = buf + 2 * P, *AY = buf + 3 * P, *LX = buf + 4 * P, *LY = buf + 5 * P;
+        double *DX = buf + 6 * P, *DY = buf + 7 * P, *GX = buf + 8 * P, *GY = buf + 9 * P;
+        for (int i = 0; i < P; i++) {
+            X[i] = x[2 * i]; Y[i] = x[2 * i + 1]; AX[i] = a[2 * i]; AY[i] = a[2 * i + 1];
+            LX[i] = lam[2 * i]; LY[i] = lam[2 * i + 1];
+            DX[i] = 0; DY[i] = 0; GX[i] = h * LX[i]; GY[i] = h * LY[i];
+        }
+        for (int i = 0; i < P; i++) {
+            const double xi = X[i], yi = Y[i], ai0 = AX[i], ai1 = AY[i], li0 = LX[i], li1 = LY[i], inv = ginv[i];
+            const double hl0 = h * li0, hl1 = h * li1;
+            double di0 = 0, di1 = 0, gi0 = 0, gi1 = 0;
+            const int e = gend[i];
+            #pragma omp simd reduction(+:di0,di1,gi0,gi1)
+            for (int j = i + 1; j < e; j++) {
+                double d0 = xi - X[j], d1 = yi - Y[j];
+                double f = lk_kval_d(d0 * d0 + d1 * d1, inv, kind);
+                double f1 = lk_k1_d(f, inv, kind);
+                double w = 2 * f1 * (li0 * AX[j] + li1 * AY[j] + LX[j] * ai0 + LY[j] * ai1);
+                di0 += w * d0; di1 += w * d1;
+                DX[j] -= w * d0; DY[j] -= w * d1;
+                gi0 += f * LX[j]; gi1 += f * LY[j];
+                GX[j] += f * hl0; GY[j] += f * hl1;
+            }
+            DX[i] += di0; DY[i] += di1; GX[i] += h * gi0; GY[i] += h * gi1;
+        }
+        for (int i = 0; i < P; i++) {
+            dx[2 * i] = DX[i]; dx[2 * i + 1] = DY[i];
+            ga[2 * i] += GX[i]; ga[2 * i + 1] += GY[i];
+        }
+        free(buf);
+    }
+
+    LK_CLONES static void lk_ham_field_d(const double* x, const double* p, int P, const int* gend, const double* ginv,
+                                         int kind, double* vx, double* vp) {
+        double* buf = (double*)malloc(sizeof(double) * 8 * (size_t)P);
+        double *X = buf, *Y = buf + P, *PX = buf + 2 * P, *PY = buf + 3 * P;
+        double *VX = buf + 4 * P, *VY = buf + 5 * P, *QX = buf + 6 * P, *QY = buf + 7 * P;
+        for (int i = 0; i < P; i++) {
+            X[i] = x[2 * i]; Y[i] = x[2 * i + 1]; PX[i] = p[2 * i]; PY[i] = p[2 * i + 1];
+            VX[i] = PX[i]; VY[i] = PY[i]; QX[i] = 0; QY[i] = 0;
+        }
+        for (int i = 0; i < P; i++) {
+            const double xi = X[i], yi = Y[i], pi0 = PX[i], pi1 = PY[i], inv = ginv[i];
+            double a0 = 0, a1 = 0, b0 = 0, b1 = 0;
+            const int e = gend[i];
+            #pragma omp simd reduction(+:a0,a1,b0,b1)
+            for (int j = i + 1; j < e; j++) {
+                double d0 = xi - X[j], d1 = yi - Y[j];
+                double f = lk_kval_d(d0 * d0 + d1 * d1, inv, kind);
+                double f1 = lk_k1_d(f, inv, kind);
+                a0 += f * PX[j]; a1 += f * PY[j];
+                VX[j] += f * pi0; VY[j] += f * pi1;
+                double w = -2 * f1 * (pi0 * PX[j] + pi1 * PY[j]);
+                b0 += w * d0; b1 += w * d1;
+                QX[j] -= w * d0; QY[j] -= w * d1;
+            }
+            VX[i] += a0; VY[i] += a1; QX[i] += b0; QY[i] += b1;
+        }
+        for (int i = 0; i < P; i++) {
+            vx[2 * i] = VX[i]; vx[2 * i + 1] = VY[i]; vp[2 * i] = QX[i]; vp[2 * i + 1] = QY[i];
+        }
+        free(buf);
+    }
+
+    LK_CLONES static void lk_ham_vjp_d(const double* x, const double* p, const double* ca, const double* cb, int P,
+                                       const int* gend, const double* ginv, int kind, double* gx, double* gp) {
+        double* buf = (double*)malloc(sizeof(double) * 12 * (size_t)P);
+        double *X = buf, *Y = buf + P, *PX = buf + 2 * P, *PY = buf + 3 * P, *AX = buf + 4 * P, *AY = buf + 5 * P;
+        double *BX = buf + 6 * P, *BY = buf + 7 * P, *GXX = buf + 8 * P, *GXY = buf + 9 * P;
+        double *GPX = buf + 10 * P, *GPY = buf + 11 * P;
+        for (int i = 0; i < P; i++) {
+            X[i] = x[2 * i]; Y[i] = x[2 * i + 1]; PX[i] = p[2 * i]; PY[i] = p[2 * i + 1];
+            AX[i] = ca[2 * i]; AY[i] = ca[2 * i + 1]; BX[i] = cb[2 * i]; BY[i] = cb[2 * i + 1];
+            GXX[i] = 0; GXY[i] = 0; GPX[i] = AX[i]; GPY[i] = AY[i];
+        }
+        for (int i = 0; i < P; i++) {
+            const double xi = X[i], yi = Y[i], pi0 = PX[i], pi1 = PY[i], ai0 = AX[i], ai1 = AY[i];
+            const double bi0 = BX[i], bi1 = BY[i], inv = ginv[i];
+            double sx0 = 0, sx1 = 0, sp0 = 0, sp1 = 0;
+            const int e = gend[i];
+            #pragma omp simd reduction(+:sx0,sx1,sp0,sp1)
+            for (int j = i + 1; j < e; j++) {
+                double d0 = xi - X[j], d1 = yi - Y[j];
+                double f = lk_kval_d(d0 * d0 + d1 * d1, inv, kind);
+                double f1 = lk_k1_d(f, inv, kind), f2 = lk_k2_d(f, inv, kind);
+                double g = -2 * f1, g1 = -2 * f2;
+                double c = pi0 * PX[j] + pi1 * PY[j];
+                double db0 = bi0 - BX[j], db1 = bi1 - BY[j];
+                double ee = db0 * d0 + db1 * d1;
+                double s = 2 * f1 * (ai0 * PX[j] + ai1 * PY[j] + AX[j] * pi0 + AY[j] * pi1) + 2 * g1 * c * ee;
+                double q0 = s * d0 + g * c * db0, q1 = s * d1 + g * c * db1;
+                sx0 += q0; sx1 += q1;
+                GXX[j] -= q0; GXY[j] -= q1;
+                double ge = g * ee;
+                sp0 += f * AX[j] + ge * PX[j]; sp1 += f * AY[j] + ge * PY[j];
+                GPX[j] += f * ai0 + ge * pi0; GPY[j] += f * ai1 + ge * pi1;
+            }
+            GXX[i] += sx0; GXY[i] += sx1; GPX[i] += sp0; GPY[i] += sp1;
+        }
+        for (int i = 0; i < P; i++) {
+            gx[2 * i] = GXX[i]; gx[2 * i + 1] = GXY[i]; gp[2 * i] = GPX[i]; gp[2 * i + 1] = GPY[i];
+        }
+        free(buf);
+    }
+
+    /* Curve energy sum_{i, j} k(c1_i, c2_j) w(t1_i, t2_j) over paired blocks.  self_ != 0: c2 == c1, pairs
+       j > i counted twice plus the diagonal; else j in [lo_i, hi_i).  Gradients times ``scale`` are added to
+       g* when grad != 0.  w = t.s (currents) or (t.s)^2 / (|t||s|) (varifold). */
+    LK_CLONES static double lk_curve_energy_d(const double* c1, const double* t1, int N1, const double* c2,
+                                              const double* t2, int N2, const int* lo, const int* hi, const double* inv1,
+                                              int kind, int vari, int self_, int grad, double scale, double* gc1,
+                                              double* gt1, double* gc2, double* gt2) {
+        double* buf = (double*)malloc(sizeof(double) * 14 * (size_t)(N1 > N2 ? N1 : N2));
+        int M = N1 > N2 ? N1 : N2;
+        double *CX = buf, *CY = buf + M, *TX = buf + 2 * M, *TY = buf + 3 * M, *IN = buf + 4 * M;
+        double *GCX = buf + 5 * M, *GCY = buf + 6 * M, *GTX = buf + 7 * M, *GTY = buf + 8 * M;
+        double *GCXi = buf + 9 * M, *GCYi = buf + 10 * M, *GTXi = buf + 11 * M, *GTYi = buf + 12 * M;
+        double *NR = buf + 13 * M;
+        for (int j = 0; j < N2; j++) {
+            CX[j] = c2[2 * j]; CY[j] = c2[2 * j + 1]; TX[j] = t2[2 * j]; TY[j] = t2[2 * j + 1];
+            double nn = sqrt(TX[j] * TX[j] + TY[j] * TY[j]);
+            IN[j] = nn > 0 ? 1.0 / nn : 0.0;
+            NR[j] = nn;
+            GCX[j] = 0; GCY[j] = 0; GTX[j] = 0; GTY[j] = 0;
+        }
+        for (int i = 0; i < N1; i++) { GCXi[i] = 0; GCYi[i] = 0; GTXi[i] = 0; GTYi[i] = 0; }
+        const double mult = self_ ? 2.0 : 1.0;
+        double etot = 0;
+        for (int i = 0; i < N1; i++) {
+            const double ci0 = c1[2 * i], ci1 = c1[2 * i + 1], ti0 = t1[2 * i], ti1 = t1[2 * i + 1], inv = inv1[i];
+            const double nti = sqrt(ti0 * ti0 + ti1 * ti1);
+            const double ini = nti > 0 ? 1.0 / nti : 0.0;
+            int j0 = self_ ? i + 1 : lo[i], j1 = self_ ? hi[i] : hi[i];
+            double e = 0, sc0 = 0, sc1 = 0, st0 = 0, st1 = 0;
+            if (self_) {  /* diagonal: k = 1, w(t, t) = |t|^2, dw/dt = 2 t for both arguments */
+                e += ti0 * ti0 + ti1 * ti1;
+                st0 = 2 * scale * ti0; st1 = 2 * scale * ti1;
+            }
+            #pragma omp simd reduction(+:e,sc0,sc1,st0,st1)
+            for (int j = j0; j < j1; j++) {
+                double d0 = ci0 - CX[j], d1 = ci1 - CY[j];
+                double f = lk_kval_d(d0 * d0 + d1 * d1, inv, kind);
+                double f1 = lk_k1_d(f, inv, kind);
+                double dot = ti0 * TX[j] + ti1 * TY[j];
+                double w, a0, a1, b0, b1;
+                if (vari) {
+                    double q = dot * ini * IN[j];
+                    w = q * dot;
+                    double qq = q * q;
+                    a0 = 2 * q * TX[j] - qq * ini * ti0 * NR[j];
+                    a1 = 2 * q * TY[j] - qq * ini * ti1 * NR[j];
+                    b0 = 2 * q * ti0 - qq * IN[j] * TX[j] * nti;
+                    b1 = 2 * q * ti1 - qq * IN[j] * TY[j] * nti;
+                } else {
+                    w = dot; a0 = TX[j]; a1 = TY[j]; b0 = ti0; b1 = ti1;
+                }
+                e += mult * f * w;
+                double qd = scale * mult * 2 * f1 * w;
+                sc0 += qd * d0; sc1 += qd * d1;
+                GCX[j] -= qd * d0; GCY[j] -= qd * d1;
+                double sf = scale * mult * f;
+                st0 += sf * a0; st1 += sf * a1;
+                GTX[j] += sf * b0; GTY[j] += sf * b1;
+            }
+            etot += e;
+            GCXi[i] += sc0; GCYi[i] += sc1; GTXi[i] += st0; GTYi[i] += st1;
+        }
+        if (grad) {
+            for (int i = 0; i < N1; i++) {
+                gc1[2 * i] += GCXi[i]; gc1[2 * i + 1] += GCYi[i]; gt1[2 * i] += GTXi[i]; gt1[2 * i + 1] += GTYi[i];
+            }
+            for (int j = 0; j < N2; j++) {
+                gc2[2 * j] += GCX[j]; gc2[2 * j + 1] += GCY[j]; gt2[2 * j] += GTX[j]; gt2[2 * j + 1] += GTY[j];
+            }
+        }
+        free(buf);
+        return etot;
+    }
+
+    /* ---- REAL = float ---- */
+    static inline float lk_kval_f(float u, float inv, int kind) {
+        return kind == 0 ? lk_exp_f(-u * inv) : 1.0f / (1.0f + u * inv);
+    }
+    static inline float lk_k1_f(float f, float inv, int kind) { return kind == 0 ? -inv * f : -inv * f * f; }
+    static inline float lk_k2_f(float f, float inv, int kind) {
+        return kind == 0 ? inv * inv * f : 2.0f * inv * inv * f * f * f;
+    }
+
+    LK_CLONES static void lk_velocity_f(const float* x, const float* a, int P, const int* gend, const float* ginv,
+                                        int kind, float* v) {
+        float* buf = (float*)malloc(sizeof(float) * 6 * (size_t)P);
+        float *X = buf, *Y = buf + P, *AX = buf + 2 * P, *AY = buf + 3 * P, *VX = buf + 4 * P, *VY = buf + 5 * P;
+        for (int i = 0; i < P; i++) {
+            X[i] = x[2 * i]; Y[i] = x[2 * i + 1]; AX[i] = a[2 * i]; AY[i] = a[2 * i + 1];
+            VX[i] = AX[i]; VY[i] = AY[i];
+        }
+        for (int i = 0; i < P; i++) {
+            const float xi = X[i], yi = Y[i], ai0 = AX[i], ai1 = AY[i], inv = ginv[i];
+            float s0 = 0, s1 = 0;
+            const int e = gend[i];
+            #pragma omp simd reduction(+:s0,s1)
+            for (int j = i + 1; j < e; j++) {
+                float d0 = xi - X[j], d1 = yi - Y[j];
+                float k = lk_kval_f(d0 * d0 + d1 * d1, inv, kind);
+                s0 += k * AX[j]; s1 += k * AY[j];
+                VX[j] += k * ai0; VY[j] += k * ai1;
+            }
+            VX[i] += s0; VY[i] += s1;
+        }
+        for (int i = 0; i < P; i++) { v[2 * i] = VX[i]; v[2 * i + 1] = VY[i]; }
+        free(buf);
+    }
+
+    LK_CLONES static void lk_velocity_vjp_f(const float* x, const float* a, const float* lam, int P, const int* gend,
+                                            const float* ginv, int kind, float h, float* dx, float* ga) {
+        float* buf = (float*)malloc(sizeof(float) * 10 * (size_t)P);
+        float *X = buf, *Y = buf + P, *AX = buf + 2 * P, *AY = buf + 3 * P, *LX = buf + 4 * P, *LY = buf + 5 * P;
+        float *DX = buf + 6 * P, *DY = buf + 7 * P, *GX = buf + 8 * P, *GY = buf + 9 * P;
+        for (int i = 0; i < P; i++) {
+            X[i] = x[2 * i]; Y[i] = x[2 * i + 1]; AX[i] = a[2 * i]; AY[i] = a[2 * i + 1];
+            LX[i] = lam[2 * i]; LY[i] = lam[2 * i + 1];
+            DX[i] = 0; DY[i] = 0; GX[i] = h * LX[i]; GY[i] = h * LY[i];
+        }
+        for (int i = 0; i < P; i++) {
+            const float xi = X[i], yi = Y[i], ai0 = AX[i], ai1 = AY[i], li0 = LX[i], li1 = LY[i], inv = ginv[i];
+            const float hl0 = h * li0, hl1 = h * li1;
+            float di0 = 0, di1 = 0, gi0 = 0, gi1 = 0;
+            const int e = gend[i];
+            #pragma omp simd reduction(+:di0,di1,gi0,gi1)
+            for (int j = i + 1; j < e; j++) {
+                float d0 = xi - X[j], d1 = yi - Y[j];
+                float f = lk_kval_f(d0 * d0 + d1 * d1, inv, kind);
+                float f1 = lk_k1_f(f, inv, kind);
+                float w = 2 * f1 * (li0 * AX[j] + li1 * AY[j] + LX[j] * ai0 + LY[j] * ai1);
+                di0 += w * d0; di1 += w * d1;
+                DX[j] -= w * d0; DY[j] -= w * d1;
+                gi0 += f * LX[j]; gi1 += f * LY[j];
+                GX[j] += f * hl0; GY[j] += f * hl1;
+            }
+            DX[i] += di0; DY[i] += di1; GX[i] += h * gi0; GY[i] += h * gi1;
+        }
+        for (int i = 0; i < P; i++) {
+            dx[2 * i] = DX[i]; dx[2 * i + 1] = DY[i];
+            ga[2 * i] += GX[i]; ga[2 * i + 1] += GY[i];
+        }
+        free(buf);
+    }
+
+    LK_CLONES static void lk_ham_field_f(const float* x, const float* p, int P, const int* gend, const float* ginv,
+                                         int kind, float* vx, float* vp) {
+        float* buf = (float*)malloc(sizeof(float) * 8 * (size_t)P);
+        float *X = buf, *Y = buf + P, *PX = buf + 2 * P, *PY = buf + 3 * P;
+        float *VX = buf + 4 * P, *VY = buf + 5 * P, *QX = buf + 6 * P, *QY = buf + 7 * P;
+        for (int i = 0; i < P; i++) {
+            X[i] = x[2 * i]; Y[i] = x[2 * i + 1]; PX[i] = p[2 * i]; PY[i] = p[2 * i + 1];
+            VX[i] = PX[i]; VY[i] = PY[i]; QX[i] = 0; QY[i] = 0;
+        }
+        for (int i = 0; i < P; i++) {
+            const float xi = X[i], yi = Y[i], pi0 = PX[i], pi1 = PY[i], inv = ginv[i];
+            float a0 = 0, a1 = 0, b0 = 0, b1 = 0;
+            const int e = gend[i];
+            #pragma omp simd reduction(+:a0,a1,b0,b1)
+            for (int j = i + 1; j < e; j++) {
+                float d0 = xi - X[j], d1 = yi - Y[j];
+                float f = lk_kval_f(d0 * d0 + d1 * d1, inv, kind);
+                float f1 = lk_k1_f(f, inv, kind);
+                a0 += f * PX[j]; a1 += f * PY[j];
+                VX[j] += f * pi0; VY[j] += f * pi1;
+                float w = -2 * f1 * (pi0 * PX[j] + pi1 * PY[j]);
+                b0 += w * d0; b1 += w * d1;
+                QX[j] -= w * d0; QY[j] -= w * d1;
+            }
+            VX[i] += a0; VY[i] += a1; QX[i] += b0; QY[i] += b1;
+        }
+        for (int i = 0; i < P; i++) {
+            vx[2 * i] = VX[i]; vx[2 * i + 1] = VY[i]; vp[2 * i] = QX[i]; vp[2 * i + 1] = QY[i];
+        }
+        free(buf);
+    }
+
+    LK_CLONES static void lk_ham_vjp_f(const float* x, const float* p, const float* ca, const float* cb, int P,
+                                       const int* gend, const float* ginv, int kind, float* gx, float* gp) {
+        float* buf = (float*)malloc(sizeof(float) * 12 * (size_t)P);
+        float *X = buf, *Y = buf + P, *PX = buf + 2 * P, *PY = buf + 3 * P, *AX = buf + 4 * P, *AY = buf + 5 * P;
+        float *BX = buf + 6 * P, *BY = buf + 7 * P, *GXX = buf + 8 * P, *GXY = buf + 9 * P;
+        float *GPX = buf + 10 * P, *GPY = buf + 11 * P;
+        for (int i = 0; i < P; i++) {
+            X[i] = x[2 * i]; Y[i] = x[2 * i + 1]; PX[i] = p[2 * i]; PY[i] = p[2 * i + 1];
+            AX[i] = ca[2 * i]; AY[i] = ca[2 * i + 1]; BX[i] = cb[2 * i]; BY[i] = cb[2 * i + 1];
+            GXX[i] = 0; GXY[i] = 0; GPX[i] = AX[i]; GPY[i] = AY[i];
+        }
+        for (int i = 0; i < P; i++) {
+            const float xi = X[i], yi = Y[i], pi0 = PX[i], pi1 = PY[i], ai0 = AX[i], ai1 = AY[i];
+            const float bi0 = BX[i], bi1 = BY[i], inv = ginv[i];
+            float sx0 = 0, sx1 = 0, sp0 = 0, sp1 = 0;
+            const int e = gend[i];
+            #pragma omp simd reduction(+:sx0,sx1,sp0,sp1)
+            for (int j = i + 1; j < e; j++) {
+                float d0 = xi - X[j], d1 = yi - Y[j];
+                float f = lk_kval_f(d0 * d0 + d1 * d1, inv, kind);
+                float f1 = lk_k1_f(f, inv, kind), f2 = lk_k2_f(f, inv, kind);
+                float g = -2 * f1, g1 = -2 * f2;
+                float c = pi0 * PX[j] + pi1 * PY[j];
+                float db0 = bi0 - BX[j], db1 = bi1 - BY[j];
+                float ee = db0 * d0 + db1 * d1;
+                float s = 2 * f1 * (ai0 * PX[j] + ai1 * PY[j] + AX[j] * pi0 + AY[j] * pi1) + 2 * g1 * c * ee;
+                float q0 = s * d0 + g * c * db0, q1 = s * d1 + g * c * db1;
+                sx0 += q0; sx1 += q1;
+                GXX[j] -= q0; GXY[j] -= q1;
+                float ge = g * ee;
+                sp0 += f * AX[j] + ge * PX[j]; sp1 += f * AY[j] + ge * PY[j];
+                GPX[j] += f * ai0 + ge * pi0; GPY[j] += f * ai1 + ge * pi1;
+            }
+            GXX[i] += sx0; GXY[i] += sx1; GPX[i] += sp0; GPY[i] += sp1;
+        }
+        for (int i = 0; i < P; i++) {
+            gx[2 * i] = GXX[i]; gx[2 * i + 1] = GXY[i]; gp[2 * i] = GPX[i]; gp[2 * i + 1] = GPY[i];
+        }
+        free(buf);
+    }
+
+    /* Curve energy sum_{i, j} k(c1_i, c2_j) w(t1_i, t2_j) over paired blocks.  self_ != 0: c2 == c1, pairs
+       j > i counted twice plus the diagonal; else j in [lo_i, hi_i).  Gradients times ``scale`` are added to
+       g* when grad != 0.  w = t.s (currents) or (t.s)^2 / (|t||s|) (varifold). */
+    LK_CLONES static float lk_curve_energy_f(const float* c1, const float* t1, int N1, const float* c2,
+                                              const float* t2, int N2, const int* lo, const int* hi, const float* inv1,
+                                              int kind, int vari, int self_, int grad, float scale, float* gc1,
+                                              float* gt1, float* gc2, float* gt2) {
+        float* buf = (float*)malloc(sizeof(float) * 14 * (size_t)(N1 > N2 ? N1 : N2));
+        int M = N1 > N2 ? N1 : N2;
+        float *CX = buf, *CY = buf + M, *TX = buf + 2 * M, *TY = buf + 3 * M, *IN = buf + 4 * M;
+        float *GCX = buf + 5 * M, *GCY = buf + 6 * M, *GTX = buf + 7 * M, *GTY = buf + 8 * M;
+        float *GCXi = buf + 9 * M, *GCYi = buf + 10 * M, *GTXi = buf + 11 * M, *GTYi = buf + 12 * M;
+        float *NR = buf + 13 * M;
+        for (int j = 0; j < N2; j++) {
+            CX[j] = c2[2 * j]; CY[j] = c2[2 * j + 1]; TX[j] = t2[2 * j]; TY[j] = t2[2 * j + 1];
+            float nn = sqrtf(TX[j] * TX[j] + TY[j] * TY[j]);
+            IN[j] = nn > 0 ? 1.0f / nn : 0.0f;
+            NR[j] = nn;
+            GCX[j] = 0; GCY[j] = 0; GTX[j] = 0; GTY[j] = 0;
+        }
+        for (int i = 0; i < N1; i++) { GCXi[i] = 0; GCYi[i] = 0; GTXi[i] = 0; GTYi[i] = 0; }
+        const float mult = self_ ? 2.0f : 1.0f;
+        float etot = 0;
+        for (int i = 0; i < N1; i++) {
+            const float ci0 = c1[2 * i], ci1 = c1[2 * i + 1], ti0 = t1[2 * i], ti1 = t1[2 * i + 1], inv = inv1[i];
+            const float nti = sqrtf(ti0 * ti0 + ti1 * ti1);
+            const float ini = nti > 0 ? 1.0f / nti : 0.0f;
+            int j0 = self_ ? i + 1 : lo[i], j1 = self_ ? hi[i] : hi[i];
+            float e = 0, sc0 = 0, sc1 = 0, st0 = 0, st1 = 0;
+            if (self_) {  /* diagonal: k = 1, w(t, t) = |t|^2, dw/dt = 2 t for both arguments */
+                e += ti0 * ti0 + ti1 * ti1;
+                st0 = 2 * scale * ti0; st1 = 2 * scale * ti1;
+            }
+            #pragma omp simd reduction(+:e,sc0,sc1,st0,st1)
+            for (int j = j0; j < j1; j++) {
+                float d0 = ci0 - CX[j], d1 = ci1 - CY[j];
+                float f = lk_kval_f(d0 * d0 + d1 * d1, inv, kind);
+                float f1 = lk_k1_f(f, inv, kind);
+                float dot = ti0 * TX[j] + ti1 * TY[j];
+                float w, a0, a1, b0, b1;
+                if (vari) {
+                    float q = dot * ini * IN[j];
+                    w = q * dot;
+                    float qq = q * q;
+                    a0 = 2 * q * TX[j] - qq * ini * ti0 * NR[j];
+                    a1 = 2 * q * TY[j] - qq * ini * ti1 * NR[j];
+                    b0 = 2 * q * ti0 - qq * IN[j] * TX[j] * nti;
+                    b1 = 2 * q * ti1 - qq * IN[j] * TY[j] * nti;
+                } else {
+                    w = dot; a0 = TX[j]; a1 = TY[j]; b0 = ti0; b1 = ti1;
+                }
+                e += mult * f * w;
+                float qd = scale * mult * 2 * f1 * w;
+                sc0 += qd * d0; sc1 += qd * d1;
+                GCX[j] -= qd * d0; GCY[j] -= qd * d1;
+                float sf = scale * mult * f;
+                st0 += sf * a0; st1 += sf * a1;
+                GTX[j] += sf * b0; GTY[j] += sf * b1;
+            }
+            etot += e;
+            GCXi[i] += sc0; GCYi[i] += sc1; GTXi[i] += st0; GTYi[i] += st1;
+        }
+        if (grad) {
+            for (int i = 0; i < N1; i++) {
+                gc1[2 * i] += GCXi[i]; gc1[2 * i + 1] += GCYi[i]; gt1[2 * i] += GTXi[i]; gt1[2 * i + 1] += GTYi[i];
+            }
+            for (int j = 0; j < N2; j++) {
+                gc2[2 * j] += GCX[j]; gc2[2 * j + 1] += GCY[j]; gt2[2 * j] += GTX[j]; gt2[2 * j + 1] += GTY[j];
+            }
+        }
+        free(buf);
+        return etot;
+    }
+    """
+    void lk_velocity_d(const double* x, const double* a, int P, const int* gend, const double* ginv, int kind,
+                       double* v) nogil
+    void lk_velocity_f(const float* x, const float* a, int P, const int* gend, const float* ginv, int kind,
+                       float* v) nogil
+    void lk_velocity_vjp_d(const double* x, const double* a, const double* lam, int P, const int* gend,
+                           const double* ginv, int kind, double h, double* dx, double* ga) nogil
+    void lk_velocity_vjp_f(const float* x, const float* a, const float* lam, int P, const int* gend,
+                           const float* ginv, int kind, float h, float* dx, float* ga) nogil
+    void lk_ham_field_d(const double* x, const double* p, int P, const int* gend, const double* ginv, int kind,
+                        double* vx, double* vp) nogil
+    void lk_ham_field_f(const float* x, const float* p, int P, const int* gend, const float* ginv, int kind,
+                        float* vx, float* vp) nogil
+    void lk_ham_vjp_d(const double* x, const double* p, const double* ca, const double* cb, int P,
+                      const int* gend, const double* ginv, int kind, double* gx, double* gp) nogil
+    void lk_ham_vjp_f(const float* x, const float* p, const float* ca, const float* cb, int P,
+                      const int* gend, const float* ginv, int kind, float* gx, float* gp) nogil
+    double lk_curve_energy_d(const double* c1, const double* t1, int N1, const double* c2, const double* t2,
+                             int N2, const int* lo, const int* hi, const double* inv1, int kind, int vari,
+                             int self_, int grad, double scale, double* gc1, double* gt1, double* gc2,
+                             double* gt2) nogil
+    float lk_curve_energy_f(const float* c1, const float* t1, int N1, const float* c2, const float* t2,
+                            int N2, const int* lo, const int* hi, const float* inv1, int kind, int vari,
+                            int self_, int grad, float scale, float* gc1, float* gt1, float* gc2,
+                            float* gt2) nogil
+
+
 # ---------------------------------------------------------------- per-shape helpers
 
-cdef void _velocity(const real* x, const real* a, int P, const int* gend, const real* ginv, int kind,
-                    real* v) noexcept nogil:
+cdef inline void _velocity(const real* x, const real* a, int P, const int* gend, const real* ginv, int kind,
+                           real* v) noexcept nogil:
     """v_i = sum_j k(x_i, x_j) a_j over the block of i."""
-    cdef int i, j
-    cdef real xi0, xi1, ai0, ai1, vi0, vi1, d0, d1, k, inv
-    for i in range(2 * P):
-        v[i] = a[i]
-    for i in range(P):
-        xi0 = x[2 * i]
-        xi1 = x[2 * i + 1]
-        ai0 = a[2 * i]
-        ai1 = a[2 * i + 1]
-        inv = ginv[i]
-        vi0 = 0
-        vi1 = 0
-        for j in range(i + 1, gend[i]):
-            d0 = xi0 - x[2 * j]
-            d1 = xi1 - x[2 * j + 1]
-            k = _k0(kind, d0 * d0 + d1 * d1, inv)
-            vi0 = vi0 + k * a[2 * j]
-            vi1 = vi1 + k * a[2 * j + 1]
-            v[2 * j] += k * ai0
-            v[2 * j + 1] += k * ai1
-        v[2 * i] += vi0
-        v[2 * i + 1] += vi1
+    if real is float:
+        lk_velocity_f(x, a, P, gend, ginv, kind, v)
+    else:
+        lk_velocity_d(x, a, P, gend, ginv, kind, v)
 
 
-cdef void _velocity_vjp(const real* x, const real* a, const real* lam, int P, const int* gend,
-                        const real* ginv, int kind, real h, real* dx, real* ga) noexcept nogil:
+cdef inline void _velocity_vjp(const real* x, const real* a, const real* lam, int P, const int* gend,
+                               const real* ginv, int kind, real h, real* dx, real* ga) noexcept nogil:
     """Adjoint of v = K(x) a with cotangent lam.
 
     dx_i = sum_j 2 f'_ij (x_i - x_j) (lam_i . a_j + lam_j . a_i)   (written, not accumulated)
     ga_j += h * sum_i k_ij lam_i                                     (accumulated)
     """
-    cdef int i, j
-    cdef real xi0, xi1, ai0, ai1, li0, li1, gi0, gi1, di0, di1, d0, d1, f, f1, w, inv
-    for i in range(2 * P):
-        dx[i] = 0
-        ga[i] += h * lam[i]
-    for i in range(P):
-        xi0 = x[2 * i]
-        xi1 = x[2 * i + 1]
-        ai0 = a[2 * i]
-        ai1 = a[2 * i + 1]
-        li0 = lam[2 * i]
-        li1 = lam[2 * i + 1]
-        inv = ginv[i]
-        gi0 = 0
-        gi1 = 0
-        di0 = 0
-        di1 = 0
-        for j in range(i + 1, gend[i]):
-            d0 = xi0 - x[2 * j]
-            d1 = xi1 - x[2 * j + 1]
-            _k1(kind, d0 * d0 + d1 * d1, inv, &f, &f1)
-            w = 2 * f1 * (li0 * a[2 * j] + li1 * a[2 * j + 1] + lam[2 * j] * ai0 + lam[2 * j + 1] * ai1)
-            di0 = di0 + w * d0
-            di1 = di1 + w * d1
-            dx[2 * j] -= w * d0
-            dx[2 * j + 1] -= w * d1
-            gi0 = gi0 + f * lam[2 * j]
-            gi1 = gi1 + f * lam[2 * j + 1]
-            ga[2 * j] += h * f * li0
-            ga[2 * j + 1] += h * f * li1
-        dx[2 * i] += di0
-        dx[2 * i + 1] += di1
-        ga[2 * i] += h * gi0
-        ga[2 * i + 1] += h * gi1
+    if real is float:
+        lk_velocity_vjp_f(x, a, lam, P, gend, ginv, kind, h, dx, ga)
+    else:
+        lk_velocity_vjp_d(x, a, lam, P, gend, ginv, kind, h, dx, ga)
 
 
-cdef void _ham_field(const real* x, const real* p, int P, const int* gend, const real* ginv, int kind,
-                     real* vx, real* vp) noexcept nogil:
+cdef inline void _ham_field(const real* x, const real* p, int P, const int* gend, const real* ginv, int kind,
+                            real* vx, real* vp) noexcept nogil:
     """Hamiltonian field: vx = K p, vp_i = -sum_j 2 f'_ij (x_i - x_j) (p_i . p_j)."""
-    cdef int i, j
-    cdef real xi0, xi1, pi0, pi1, a0, a1, b0, b1, d0, d1, f, f1, w, inv
-    for i in range(2 * P):
-        vx[i] = p[i]
-        vp[i] = 0
-    for i in range(P):
-        xi0 = x[2 * i]
-        xi1 = x[2 * i + 1]
-        pi0 = p[2 * i]
-        pi1 = p[2 * i + 1]
-        inv = ginv[i]
-        a0 = 0
-        a1 = 0
-        b0 = 0
-        b1 = 0
-        for j in range(i + 1, gend[i]):
-            d0 = xi0 - x[2 * j]
-            d1 = xi1 - x[2 * j + 1]
-            _k1(kind, d0 * d0 + d1 * d1, inv, &f, &f1)
-            a0 = a0 + f * p[2 * j]
-            a1 = a1 + f * p[2 * j + 1]
-            vx[2 * j] += f * pi0
-            vx[2 * j + 1] += f * pi1
-            w = -2 * f1 * (pi0 * p[2 * j] + pi1 * p[2 * j + 1])
-            b0 = b0 + w * d0
-            b1 = b1 + w * d1
-            vp[2 * j] -= w * d0
-            vp[2 * j + 1] -= w * d1
-        vx[2 * i] += a0
-        vx[2 * i + 1] += a1
-        vp[2 * i] += b0
-        vp[2 * i + 1] += b1
+    if real is float:
+        lk_ham_field_f(x, p, P, gend, ginv, kind, vx, vp)
+    else:
+        lk_ham_field_d(x, p, P, gend, ginv, kind, vx, vp)
 
 
-cdef void _ham_vjp(const real* x, const real* p, const real* ca, const real* cb, int P, const int* gend,
-                   const real* ginv, int kind, real* gx, real* gp) noexcept nogil:
+cdef inline void _ham_vjp(const real* x, const real* p, const real* ca, const real* cb, int P, const int* gend,
+                          const real* ginv, int kind, real* gx, real* gp) noexcept nogil:
     """VJP of the Hamiltonian field at (x, p) with cotangents (ca on vx, cb on vp); written to gx, gp."""
-    cdef int i, j
-    cdef real xi0, xi1, pi0, pi1, ai0, ai1, bi0, bi1, d0, d1, f, f1, f2, g, g1, c, e, s, q0, q1
-    cdef real sx0, sx1, sp0, sp1, db0, db1, inv
-    for i in range(2 * P):
-        gx[i] = 0
-        gp[i] = ca[i]
-    for i in range(P):
-        xi0 = x[2 * i]
-        xi1 = x[2 * i + 1]
-        pi0 = p[2 * i]
-        pi1 = p[2 * i + 1]
-        ai0 = ca[2 * i]
-        ai1 = ca[2 * i + 1]
-        bi0 = cb[2 * i]
-        bi1 = cb[2 * i + 1]
-        inv = ginv[i]
-        sx0 = 0
-        sx1 = 0
-        sp0 = 0
-        sp1 = 0
-        for j in range(i + 1, gend[i]):
-            d0 = xi0 - x[2 * j]
-            d1 = xi1 - x[2 * j + 1]
-            _k2(kind, d0 * d0 + d1 * d1, inv, &f, &f1, &f2)
-            g = -2 * f1
-            g1 = -2 * f2
-            c = pi0 * p[2 * j] + pi1 * p[2 * j + 1]
-            db0 = bi0 - cb[2 * j]
-            db1 = bi1 - cb[2 * j + 1]
-            e = db0 * d0 + db1 * d1
-            s = 2 * f1 * (ai0 * p[2 * j] + ai1 * p[2 * j + 1] + ca[2 * j] * pi0 + ca[2 * j + 1] * pi1) \
-                + 2 * g1 * c * e
-            q0 = s * d0 + g * c * db0
-            q1 = s * d1 + g * c * db1
-            sx0 = sx0 + q0
-            sx1 = sx1 + q1
-            gx[2 * j] -= q0
-            gx[2 * j + 1] -= q1
-            sp0 = sp0 + f * ca[2 * j] + g * e * p[2 * j]
-            sp1 = sp1 + f * ca[2 * j + 1] + g * e * p[2 * j + 1]
-            gp[2 * j] += f * ai0 + g * e * pi0
-            gp[2 * j + 1] += f * ai1 + g * e * pi1
-        gx[2 * i] += sx0
-        gx[2 * i + 1] += sx1
-        gp[2 * i] += sp0
-        gp[2 * i + 1] += sp1
+    if real is float:
+        lk_ham_vjp_f(x, p, ca, cb, P, gend, ginv, kind, gx, gp)
+    else:
+        lk_ham_vjp_d(x, p, ca, cb, P, gend, ginv, kind, gx, gp)
 
 
 # ---------------------------------------------------------------- batched entry points
@@ -451,120 +858,15 @@ def field_at(real[:, :, ::1] y, int[::1] lo, int[::1] hi, real[::1] yinv, real[:
 
 # ---------------------------------------------------------------- currents / varifold
 
-cdef inline real _wgt(int vari, real t0, real t1, real s0, real s1, real* gt0, real* gt1, real* gs0,
-                      real* gs1) noexcept nogil:
-    """Tangent weight w(t, s) and its gradients: t.s (currents) or (t.s)^2/(|t||s|) (varifold)."""
-    cdef real dot = t0 * s0 + t1 * s1, nt, ns, q
-    if vari == 0:
-        gt0[0] = s0
-        gt1[0] = s1
-        gs0[0] = t0
-        gs1[0] = t1
-        return dot
-    nt = sqrt(t0 * t0 + t1 * t1)
-    ns = sqrt(s0 * s0 + s1 * s1)
-    if nt == 0 or ns == 0:
-        gt0[0] = 0
-        gt1[0] = 0
-        gs0[0] = 0
-        gs1[0] = 0
-        return 0
-    q = dot / (nt * ns)
-    gt0[0] = 2 * q * s0 - q * q * ns * t0 / nt
-    gt1[0] = 2 * q * s1 - q * q * ns * t1 / nt
-    gs0[0] = 2 * q * t0 - q * q * nt * s0 / ns
-    gs1[0] = 2 * q * t1 - q * q * nt * s1 / ns
-    return q * dot
-
-
-cdef real _self_energy(const real* c, const real* t, int N, const int* gend, const real* ginv, int kind, int vari,
-                       int grad, real* gc, real* gt) noexcept nogil:
-    """sum_{i, j same block} k(c_i, c_j) w(t_i, t_j); gradients written (scaled by 1) when grad."""
-    cdef int i, j
-    cdef real e = 0, ci0, ci1, ti0, ti1, d0, d1, f, f1, w, a0, a1, b0, b1, q, inv
-    cdef real sc0, sc1, st0, st1
-    if grad:
-        for i in range(2 * N):
-            gc[i] = 0
-            gt[i] = 0
-    for i in range(N):
-        ci0 = c[2 * i]
-        ci1 = c[2 * i + 1]
-        ti0 = t[2 * i]
-        ti1 = t[2 * i + 1]
-        inv = ginv[i]
-        w = _wgt(vari, ti0, ti1, ti0, ti1, &a0, &a1, &b0, &b1)
-        e = e + w
-        sc0 = 0
-        sc1 = 0
-        st0 = 0
-        st1 = 0
-        if grad:
-            st0 = a0 + b0
-            st1 = a1 + b1
-        for j in range(i + 1, gend[i]):
-            d0 = ci0 - c[2 * j]
-            d1 = ci1 - c[2 * j + 1]
-            _k1(kind, d0 * d0 + d1 * d1, inv, &f, &f1)
-            w = _wgt(vari, ti0, ti1, t[2 * j], t[2 * j + 1], &a0, &a1, &b0, &b1)
-            e = e + 2 * f * w
-            if grad:
-                q = 4 * f1 * w
-                sc0 = sc0 + q * d0
-                sc1 = sc1 + q * d1
-                gc[2 * j] -= q * d0
-                gc[2 * j + 1] -= q * d1
-                st0 = st0 + 2 * f * a0
-                st1 = st1 + 2 * f * a1
-                gt[2 * j] += 2 * f * b0
-                gt[2 * j + 1] += 2 * f * b1
-        if grad:
-            gc[2 * i] += sc0
-            gc[2 * i + 1] += sc1
-            gt[2 * i] += st0
-            gt[2 * i + 1] += st1
-    return e
-
-
-cdef real _cross_energy(const real* ca, const real* ta, int Na, const real* cb, const real* tb, const int* lo,
-                        const int* hi, const real* ainv, int kind, int vari, int grad, real scale, real* gca,
-                        real* gta, real* gcb, real* gtb) noexcept nogil:
-    """sum_i sum_{lo_i <= j < hi_i} k(ca_i, cb_j) w(ta_i, tb_j); gradients times ``scale`` accumulated."""
-    cdef int i, j
-    cdef real e = 0, ci0, ci1, ti0, ti1, d0, d1, f, f1, w, a0, a1, b0, b1, q, inv
-    cdef real sc0, sc1, st0, st1
-    for i in range(Na):
-        ci0 = ca[2 * i]
-        ci1 = ca[2 * i + 1]
-        ti0 = ta[2 * i]
-        ti1 = ta[2 * i + 1]
-        inv = ainv[i]
-        sc0 = 0
-        sc1 = 0
-        st0 = 0
-        st1 = 0
-        for j in range(lo[i], hi[i]):
-            d0 = ci0 - cb[2 * j]
-            d1 = ci1 - cb[2 * j + 1]
-            _k1(kind, d0 * d0 + d1 * d1, inv, &f, &f1)
-            w = _wgt(vari, ti0, ti1, tb[2 * j], tb[2 * j + 1], &a0, &a1, &b0, &b1)
-            e = e + f * w
-            if grad:
-                q = scale * 2 * f1 * w
-                sc0 = sc0 + q * d0
-                sc1 = sc1 + q * d1
-                gcb[2 * j] -= q * d0
-                gcb[2 * j + 1] -= q * d1
-                st0 = st0 + scale * f * a0
-                st1 = st1 + scale * f * a1
-                gtb[2 * j] += scale * f * b0
-                gtb[2 * j + 1] += scale * f * b1
-        if grad:
-            gca[2 * i] += sc0
-            gca[2 * i + 1] += sc1
-            gta[2 * i] += st0
-            gta[2 * i + 1] += st1
-    return e
+cdef inline real _energy(const real* c1, const real* t1, int N1, const real* c2, const real* t2, int N2,
+                        const int* lo, const int* hi, const real* inv1, int kind, int vari, int self_, int grad,
+                        real scale, real* gc1, real* gt1, real* gc2, real* gt2) noexcept nogil:
+    if real is float:
+        return lk_curve_energy_f(c1, t1, N1, c2, t2, N2, lo, hi, inv1, kind, vari, self_, grad, scale, gc1, gt1,
+                                 gc2, gt2)
+    else:
+        return lk_curve_energy_d(c1, t1, N1, c2, t2, N2, lo, hi, inv1, kind, vari, self_, grad, scale, gc1, gt1,
+                                 gc2, gt2)
 
 
 def curve_distance(real[:, :, ::1] ca, real[:, :, ::1] ta, real[:, :, ::1] cb, real[:, :, ::1] tb,
@@ -579,12 +881,19 @@ def curve_distance(real[:, :, ::1] ca, real[:, :, ::1] ta, real[:, :, ::1] cb, r
     cdef Py_ssize_t b
     cdef int Na = ca.shape[1], Nb = cb.shape[1], B = ca.shape[0]
     cdef real eaa, ebb, eab
+    cdef int k
     for b in prange(B, nogil=True, num_threads=num_threads, schedule="static"):
-        eaa = _self_energy(&ca[b, 0, 0], &ta[b, 0, 0], Na, &aend[0], &ainv[0], kind, varifold, grad,
-                           &gca[b, 0, 0], &gta[b, 0, 0])
-        ebb = _self_energy(&cb[b, 0, 0], &tb[b, 0, 0], Nb, &bend[0], &binv[0], kind, varifold, grad,
-                           &gcb[b, 0, 0], &gtb[b, 0, 0])
-        eab = _cross_energy(&ca[b, 0, 0], &ta[b, 0, 0], Na, &cb[b, 0, 0], &tb[b, 0, 0], &lo[0], &hi[0],
-                            &ainv[0], kind, varifold, grad, -2, &gca[b, 0, 0], &gta[b, 0, 0], &gcb[b, 0, 0],
-                            &gtb[b, 0, 0])
+        if grad:
+            for k in range(2 * Na):
+                gca[b, k // 2, k % 2] = 0
+                gta[b, k // 2, k % 2] = 0
+            for k in range(2 * Nb):
+                gcb[b, k // 2, k % 2] = 0
+                gtb[b, k // 2, k % 2] = 0
+        eaa = _energy(&ca[b, 0, 0], &ta[b, 0, 0], Na, &ca[b, 0, 0], &ta[b, 0, 0], Na, &lo[0], &aend[0], &ainv[0],
+                      kind, varifold, 1, grad, 1, &gca[b, 0, 0], &gta[b, 0, 0], &gca[b, 0, 0], &gta[b, 0, 0])
+        ebb = _energy(&cb[b, 0, 0], &tb[b, 0, 0], Nb, &cb[b, 0, 0], &tb[b, 0, 0], Nb, &lo[0], &bend[0], &binv[0],
+                      kind, varifold, 1, grad, 1, &gcb[b, 0, 0], &gtb[b, 0, 0], &gcb[b, 0, 0], &gtb[b, 0, 0])
+        eab = _energy(&ca[b, 0, 0], &ta[b, 0, 0], Na, &cb[b, 0, 0], &tb[b, 0, 0], Nb, &lo[0], &hi[0], &ainv[0],
+                      kind, varifold, 0, grad, -2, &gca[b, 0, 0], &gta[b, 0, 0], &gcb[b, 0, 0], &gtb[b, 0, 0])
         out[b] = eaa + ebb - 2 * eab

@@ -75,7 +75,7 @@ def _shapes_tensor(shapes, name: str = "shapes") -> torch.Tensor:
         arr = np.asarray(shapes)
         if arr.dtype == object or arr.dtype.kind not in "iuf":
             raise TypeError(f"{name} must be a numeric array or tensor, got dtype {arr.dtype}")
-        t = torch.as_tensor(np.ascontiguousarray(arr, dtype=np.float32))
+        t = torch.as_tensor(np.ascontiguousarray(arr, dtype=np.float64))
     if t.ndim == 2:
         t = t[None]
     if t.ndim != 3 or t.shape[-1] != 2 or t.shape[0] == 0 or t.shape[1] == 0:
@@ -604,7 +604,11 @@ class PIPNet(nn.Module):
         idx = self.neighbor_indices.detach().cpu().numpy()
         if self.n_neighbors and (idx < 0).any():
             return None
-        return NeighborTable.from_indices(idx)
+        cached = self.__dict__.get("_table_cache")
+        if cached is None or not np.array_equal(cached.indices, idx):  # rebuilt after load_state_dict
+            cached = NeighborTable.from_indices(idx)
+            self.__dict__["_table_cache"] = cached
+        return cached
 
     def _table(self) -> NeighborTable:
         t = self.neighbors

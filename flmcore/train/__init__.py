@@ -9,3 +9,5 @@ from ._atf import BranchLoss, fit_atf  # noqa: E402
 __all__ += ["ATDPSampler", "PoseBalancedSampler", "atdp_proportions", "atdp_batch_counts", "fit_atf", "BranchLoss"]
 from ._stc import predict_pipnet, self_train_curriculum, train_pipnet  # noqa: E402  (PIPNet, STC)
 __all__ += ["train_pipnet", "predict_pipnet", "self_train_curriculum"]
+from ._drn_ssr import DRNSSRResult, fit_drn_ssr  # noqa: E402  (DRN-SSR)
+__all__ += ["fit_drn_ssr", "DRNSSRResult"]

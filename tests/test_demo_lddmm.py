@@ -1,0 +1,40 @@
+"""Quick run of the ``lddmm`` demo part (sparse-to-dense on real HELEN shapes)."""
+import numpy as np
+import pytest
+
+from flmcore.demos import DemoContext
+from flmcore.demos import lddmm as demo
+
+
+def test_sparse_indices_ibug68():
+    kept = demo.sparse_indices("ibug68")
+    assert set(range(36, 48)) <= set(kept)  # eyes whole
+    assert {0, 16, 17, 21, 27, 30} <= set(kept)  # open-curve ends kept
+    assert len(kept) == 43
+
+
+def test_interpolation_baseline_exact_on_straight_curves():
+    # on a mean face whose hidden points lie at their arc-length fraction, linear interpolation is exact
+    from flmcore.schemes import get_scheme
+
+    s = get_scheme("ibug68")
+    rng = np.random.default_rng(0)
+    shape = rng.normal(size=(68, 2)) * 30
+    kept = demo.sparse_indices(s)
+    jaw = np.c_[np.linspace(0, 160, 17), np.zeros(17)]
+    shape[:17] = jaw
+    out = demo._interp_along_curves(shape, shape[kept] * 2.0, kept, s)
+    np.testing.assert_allclose(out[1:16:2], 2.0 * jaw[1:16:2], atol=1e-9)
+
+
+def test_demo_runs_quick(tmp_path):
+    pytest.importorskip("matplotlib")
+    try:
+        shapes = demo.load_helen68()
+    except Exception:
+        pytest.skip("no HELEN 68-point shapes available")
+    assert shapes.shape[1:] == (68, 2)
+    md = demo.run(DemoContext(out_dir=tmp_path, quick=True))
+    assert md.startswith("## LDDMM")
+    assert (tmp_path / "lddmm_sparse_to_dense.png").is_file()
+    assert "LDDMM (kept control points)" in md and "thin-plate spline" in md

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -175,8 +176,8 @@ print(json.dumps({{"peak_mb": (r1 - r0) / 1024.0}}))
 def peak_memory_mb(task, impl, B, P, T, sigma):
     code = _MEM_CHILD.format(root=str(ROOT), args=(task, impl, B, P, T, sigma))
     try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                             env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
         return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
     except Exception:
         return float("nan")

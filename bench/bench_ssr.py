@@ -18,8 +18,10 @@ Contenders (same G = X^T X and X^T Y for all):
                       piecewise linear in the L1 norm), so it solves the same problem (max diff printed);
                       it still computes the path down to a_r each time.
 
-1 and 2 threads (numba and BLAS limited with ``thread_limits`` / threadpoolctl); the scikit-learn
-loops are single-threaded Python whatever the limit.
+1 and 2 threads for the Numba kernel (``thread_limits``); BLAS (the Gram products, and the small
+products inside scikit-learn) is held at one thread with threadpoolctl unless
+``--blas-threads-follow`` (on an oversubscribed machine two BLAS threads can be far slower than one).
+The scikit-learn loops are single-threaded Python whatever the limit.
 
 Run from the repository root::
 
@@ -121,14 +123,14 @@ def _blas_limits(n):
         return contextlib.nullcontext()
 
 
-def run_size(n_faces, threads, repeat, seed=0):
+def run_size(n_faces, threads, repeat, seed=0, args_blas1=True):
     from flmcore.ssr import lars_lasso, lars_lasso_gram, lars_lasso_path
 
     X, Y, W = make_data(n_faces, seed)
     n = X.shape[0]
     rows = []
     for nt in threads:
-        with thread_limits(nt), _blas_limits(nt):
+        with thread_limits(nt), _blas_limits(1 if args_blas1 else nt):
             G = X.T @ X
             XtY = np.ascontiguousarray(X.T @ Y)
             paths = lars_lasso_path(X, Y, TAU, num_threads=nt)
@@ -165,20 +167,23 @@ def main(argv=None) -> dict:
     ap.add_argument("--sizes", type=int, nargs="*", default=None)
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=None)
+    ap.add_argument("--blas-threads-follow", action="store_true",
+                    help="give BLAS the same thread count as the kernel (default: BLAS single-threaded)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     sizes = args.sizes or ([500] if args.quick else [500, 3478, 14360])
     repeat = args.repeat or (3 if args.quick else 5)
     rows = []
     for N in sizes:
-        rows.extend(run_size(N, args.threads, repeat))
+        rows.extend(run_size(N, args.threads, repeat, args_blas1=not args.blas_threads_follow))
     cols = ["N", "threads", "gram [ms]", "flmcore [ms]", "flmcore+gram [ms]", "sk_lars_path [ms]",
             "sk_LassoLars [ms]", "x vs sk_lars_path", "x (with gram)", "x vs sk_LassoLars"]
     print(f"p_i={P_I}, p_j={P_J}, tau={TAU}: median times")
     print_table(rows, cols)
     print_table(rows, ["N", "threads", "maxdiff sk_lars_path", "maxdiff sk_LassoLars", "coef scale",
                        "steps/target", "tau binds"])
-    out = {"rows": rows, "p_i": P_I, "p_j": P_J, "tau": TAU, "repeat": repeat}
+    out = {"rows": rows, "p_i": P_I, "p_j": P_J, "tau": TAU, "repeat": repeat,
+           "blas_threads": "kernel" if args.blas_threads_follow else 1}
     path = write_json("bench_ssr", out, args.out)
     print(f"wrote {path}")
     return out

@@ -23,7 +23,8 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
-        from flmcore.nn import CoordHead, MixedBranchLoss, MultiBranch
+        from flmcore.nn import CoordHead, MixedBranchLoss
+        from flmcore.nn.models import MultiBranch
         from flmcore.train import ATDPSampler, fit_atf
 
         torch.manual_seed(123 + rank)  # different init on purpose: DDP broadcasts rank 0's weights

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from flmcore.nn import CoordHead, HeatmapHead, MultiBranch
+from flmcore.nn import CoordHead, HeatmapHead
+from flmcore.nn.models import MultiBranch
 from flmcore.nn.functional import decode_heatmaps, heatmap_targets
 from flmcore.schemes import correspondences, get_scheme
 from flmcore.similar_points import fit_similarity, similar_landmark_pairs

@@ -275,9 +275,68 @@ cdef extern from *:
     /* Curve energy sum_{i, j} k(c1_i, c2_j) w(t1_i, t2_j) over paired blocks.  self_ != 0: c2 == c1, pairs
        j > i counted twice plus the diagonal; else j in [lo_i, hi_i).  Gradients times ``scale`` are added to
        g* when grad != 0.  w = t.s (currents) or (t.s)^2 / (|t||s|) (varifold). */
-    LK_CLONES static double lk_curve_energy_d(const double* c1, const double* t1, int N1, const double* c2,
+    LK_CLONES static double lk_curve_energy_d_00(const double* c1, const double* t1, int N1, const double* c2,
                                               const double* t2, int N2, const int* lo, const int* hi, const double* inv1,
-                                              int kind, int vari, int self_, int grad, double scale, double* gc1,
+                                              int kind, int self_, double scale, double* gc1,
+                                              double* gt1, double* gc2, double* gt2) {
+        double* buf = (double*)malloc(sizeof(double) * 14 * (size_t)(N1 > N2 ? N1 : N2));
+        int M = N1 > N2 ? N1 : N2;
+        double *CX = buf, *CY = buf + M, *TX = buf + 2 * M, *TY = buf + 3 * M, *IN = buf + 4 * M;
+        double *GCX = buf + 5 * M, *GCY = buf + 6 * M, *GTX = buf + 7 * M, *GTY = buf + 8 * M;
+        double *GCXi = buf + 9 * M, *GCYi = buf + 10 * M, *GTXi = buf + 11 * M, *GTYi = buf + 12 * M;
+        double *NR = buf + 13 * M;
+        for (int j = 0; j < N2; j++) {
+            CX[j] = c2[2 * j]; CY[j] = c2[2 * j + 1]; TX[j] = t2[2 * j]; TY[j] = t2[2 * j + 1];
+            double nn = sqrt(TX[j] * TX[j] + TY[j] * TY[j]);
+            IN[j] = nn > 0 ? 1.0 / nn : 0.0;
+            NR[j] = nn;
+            GCX[j] = 0; GCY[j] = 0; GTX[j] = 0; GTY[j] = 0;
+        }
+        for (int i = 0; i < N1; i++) { GCXi[i] = 0; GCYi[i] = 0; GTXi[i] = 0; GTYi[i] = 0; }
+        const double mult = self_ ? 2.0 : 1.0;
+        double etot = 0;
+        for (int i = 0; i < N1; i++) {
+            const double ci0 = c1[2 * i], ci1 = c1[2 * i + 1], ti0 = t1[2 * i], ti1 = t1[2 * i + 1], inv = inv1[i];
+            const double nti = sqrt(ti0 * ti0 + ti1 * ti1);
+            const double ini = nti > 0 ? 1.0 / nti : 0.0;
+            int j0 = self_ ? i + 1 : lo[i], j1 = self_ ? hi[i] : hi[i];
+            double e = 0, sc0 = 0, sc1 = 0, st0 = 0, st1 = 0;
+            if (self_) {  /* diagonal: k = 1, w(t, t) = |t|^2, dw/dt = 2 t for both arguments */
+                e += ti0 * ti0 + ti1 * ti1;
+                st0 = 2 * scale * ti0; st1 = 2 * scale * ti1;
+            }
+            #pragma omp simd reduction(+:e,sc0,sc1,st0,st1)
+            for (int j = j0; j < j1; j++) {
+                double d0 = ci0 - CX[j], d1 = ci1 - CY[j];
+                double f = lk_kval_d(d0 * d0 + d1 * d1, inv, kind);
+                double dot = ti0 * TX[j] + ti1 * TY[j];
+                double w;
+                if (0) {
+                    double q = dot * ini * IN[j];
+                    w = q * dot;
+                    
+                } else {
+                    w = dot;
+                }
+                e += mult * f * w;
+            }
+            etot += e;
+            GCXi[i] += sc0; GCYi[i] += sc1; GTXi[i] += st0; GTYi[i] += st1;
+        }
+        if (0) {
+            for (int i = 0; i < N1; i++) {
+                gc1[2 * i] += GCXi[i]; gc1[2 * i + 1] += GCYi[i]; gt1[2 * i] += GTXi[i]; gt1[2 * i + 1] += GTYi[i];
+            }
+            for (int j = 0; j < N2; j++) {
+                gc2[2 * j] += GCX[j]; gc2[2 * j + 1] += GCY[j]; gt2[2 * j] += GTX[j]; gt2[2 * j + 1] += GTY[j];
+            }
+        }
+        free(buf);
+        return etot;
+    }
+    LK_CLONES static double lk_curve_energy_d_01(const double* c1, const double* t1, int N1, const double* c2,
+                                              const double* t2, int N2, const int* lo, const int* hi, const double* inv1,
+                                              int kind, int self_, double scale, double* gc1,
                                               double* gt1, double* gc2, double* gt2) {
         double* buf = (double*)malloc(sizeof(double) * 14 * (size_t)(N1 > N2 ? N1 : N2));
         int M = N1 > N2 ? N1 : N2;
@@ -312,7 +371,7 @@ cdef extern from *:
                 double f1 = lk_k1_d(f, inv, kind);
                 double dot = ti0 * TX[j] + ti1 * TY[j];
                 double w, a0, a1, b0, b1;
-                if (vari) {
+                if (0) {
                     double q = dot * ini * IN[j];
                     w = q * dot;
                     double qq = q * q;
@@ -334,7 +393,7 @@ cdef extern from *:
             etot += e;
             GCXi[i] += sc0; GCYi[i] += sc1; GTXi[i] += st0; GTYi[i] += st1;
         }
-        if (grad) {
+        if (1) {
             for (int i = 0; i < N1; i++) {
                 gc1[2 * i] += GCXi[i]; gc1[2 * i + 1] += GCYi[i]; gt1[2 * i] += GTXi[i]; gt1[2 * i + 1] += GTYi[i];
             }
@@ -345,6 +404,149 @@ cdef extern from *:
         free(buf);
         return etot;
     }
+    LK_CLONES static double lk_curve_energy_d_10(const double* c1, const double* t1, int N1, const double* c2,
+                                              const double* t2, int N2, const int* lo, const int* hi, const double* inv1,
+                                              int kind, int self_, double scale, double* gc1,
+                                              double* gt1, double* gc2, double* gt2) {
+        double* buf = (double*)malloc(sizeof(double) * 14 * (size_t)(N1 > N2 ? N1 : N2));
+        int M = N1 > N2 ? N1 : N2;
+        double *CX = buf, *CY = buf + M, *TX = buf + 2 * M, *TY = buf + 3 * M, *IN = buf + 4 * M;
+        double *GCX = buf + 5 * M, *GCY = buf + 6 * M, *GTX = buf + 7 * M, *GTY = buf + 8 * M;
+        double *GCXi = buf + 9 * M, *GCYi = buf + 10 * M, *GTXi = buf + 11 * M, *GTYi = buf + 12 * M;
+        double *NR = buf + 13 * M;
+        for (int j = 0; j < N2; j++) {
+            CX[j] = c2[2 * j]; CY[j] = c2[2 * j + 1]; TX[j] = t2[2 * j]; TY[j] = t2[2 * j + 1];
+            double nn = sqrt(TX[j] * TX[j] + TY[j] * TY[j]);
+            IN[j] = nn > 0 ? 1.0 / nn : 0.0;
+            NR[j] = nn;
+            GCX[j] = 0; GCY[j] = 0; GTX[j] = 0; GTY[j] = 0;
+        }
+        for (int i = 0; i < N1; i++) { GCXi[i] = 0; GCYi[i] = 0; GTXi[i] = 0; GTYi[i] = 0; }
+        const double mult = self_ ? 2.0 : 1.0;
+        double etot = 0;
+        for (int i = 0; i < N1; i++) {
+            const double ci0 = c1[2 * i], ci1 = c1[2 * i + 1], ti0 = t1[2 * i], ti1 = t1[2 * i + 1], inv = inv1[i];
+            const double nti = sqrt(ti0 * ti0 + ti1 * ti1);
+            const double ini = nti > 0 ? 1.0 / nti : 0.0;
+            int j0 = self_ ? i + 1 : lo[i], j1 = self_ ? hi[i] : hi[i];
+            double e = 0, sc0 = 0, sc1 = 0, st0 = 0, st1 = 0;
+            if (self_) {  /* diagonal: k = 1, w(t, t) = |t|^2, dw/dt = 2 t for both arguments */
+                e += ti0 * ti0 + ti1 * ti1;
+                st0 = 2 * scale * ti0; st1 = 2 * scale * ti1;
+            }
+            #pragma omp simd reduction(+:e,sc0,sc1,st0,st1)
+            for (int j = j0; j < j1; j++) {
+                double d0 = ci0 - CX[j], d1 = ci1 - CY[j];
+                double f = lk_kval_d(d0 * d0 + d1 * d1, inv, kind);
+                double dot = ti0 * TX[j] + ti1 * TY[j];
+                double w;
+                if (1) {
+                    double q = dot * ini * IN[j];
+                    w = q * dot;
+                    
+                } else {
+                    w = dot;
+                }
+                e += mult * f * w;
+            }
+            etot += e;
+            GCXi[i] += sc0; GCYi[i] += sc1; GTXi[i] += st0; GTYi[i] += st1;
+        }
+        if (0) {
+            for (int i = 0; i < N1; i++) {
+                gc1[2 * i] += GCXi[i]; gc1[2 * i + 1] += GCYi[i]; gt1[2 * i] += GTXi[i]; gt1[2 * i + 1] += GTYi[i];
+            }
+            for (int j = 0; j < N2; j++) {
+                gc2[2 * j] += GCX[j]; gc2[2 * j + 1] += GCY[j]; gt2[2 * j] += GTX[j]; gt2[2 * j + 1] += GTY[j];
+            }
+        }
+        free(buf);
+        return etot;
+    }
+    LK_CLONES static double lk_curve_energy_d_11(const double* c1, const double* t1, int N1, const double* c2,
+                                              const double* t2, int N2, const int* lo, const int* hi, const double* inv1,
+                                              int kind, int self_, double scale, double* gc1,
+                                              double* gt1, double* gc2, double* gt2) {
+        double* buf = (double*)malloc(sizeof(double) * 14 * (size_t)(N1 > N2 ? N1 : N2));
+        int M = N1 > N2 ? N1 : N2;
+        double *CX = buf, *CY = buf + M, *TX = buf + 2 * M, *TY = buf + 3 * M, *IN = buf + 4 * M;
+        double *GCX = buf + 5 * M, *GCY = buf + 6 * M, *GTX = buf + 7 * M, *GTY = buf + 8 * M;
+        double *GCXi = buf + 9 * M, *GCYi = buf + 10 * M, *GTXi = buf + 11 * M, *GTYi = buf + 12 * M;
+        double *NR = buf + 13 * M;
+        for (int j = 0; j < N2; j++) {
+            CX[j] = c2[2 * j]; CY[j] = c2[2 * j + 1]; TX[j] = t2[2 * j]; TY[j] = t2[2 * j + 1];
+            double nn = sqrt(TX[j] * TX[j] + TY[j] * TY[j]);
+            IN[j] = nn > 0 ? 1.0 / nn : 0.0;
+            NR[j] = nn;
+            GCX[j] = 0; GCY[j] = 0; GTX[j] = 0; GTY[j] = 0;
+        }
+        for (int i = 0; i < N1; i++) { GCXi[i] = 0; GCYi[i] = 0; GTXi[i] = 0; GTYi[i] = 0; }
+        const double mult = self_ ? 2.0 : 1.0;
+        double etot = 0;
+        for (int i = 0; i < N1; i++) {
+            const double ci0 = c1[2 * i], ci1 = c1[2 * i + 1], ti0 = t1[2 * i], ti1 = t1[2 * i + 1], inv = inv1[i];
+            const double nti = sqrt(ti0 * ti0 + ti1 * ti1);
+            const double ini = nti > 0 ? 1.0 / nti : 0.0;
+            int j0 = self_ ? i + 1 : lo[i], j1 = self_ ? hi[i] : hi[i];
+            double e = 0, sc0 = 0, sc1 = 0, st0 = 0, st1 = 0;
+            if (self_) {  /* diagonal: k = 1, w(t, t) = |t|^2, dw/dt = 2 t for both arguments */
+                e += ti0 * ti0 + ti1 * ti1;
+                st0 = 2 * scale * ti0; st1 = 2 * scale * ti1;
+            }
+            #pragma omp simd reduction(+:e,sc0,sc1,st0,st1)
+            for (int j = j0; j < j1; j++) {
+                double d0 = ci0 - CX[j], d1 = ci1 - CY[j];
+                double f = lk_kval_d(d0 * d0 + d1 * d1, inv, kind);
+                double f1 = lk_k1_d(f, inv, kind);
+                double dot = ti0 * TX[j] + ti1 * TY[j];
+                double w, a0, a1, b0, b1;
+                if (1) {
+                    double q = dot * ini * IN[j];
+                    w = q * dot;
+                    double qq = q * q;
+                    a0 = 2 * q * TX[j] - qq * ini * ti0 * NR[j];
+                    a1 = 2 * q * TY[j] - qq * ini * ti1 * NR[j];
+                    b0 = 2 * q * ti0 - qq * IN[j] * TX[j] * nti;
+                    b1 = 2 * q * ti1 - qq * IN[j] * TY[j] * nti;
+                } else {
+                    w = dot; a0 = TX[j]; a1 = TY[j]; b0 = ti0; b1 = ti1;
+                }
+                e += mult * f * w;
+                double qd = scale * mult * 2 * f1 * w;
+                sc0 += qd * d0; sc1 += qd * d1;
+                GCX[j] -= qd * d0; GCY[j] -= qd * d1;
+                double sf = scale * mult * f;
+                st0 += sf * a0; st1 += sf * a1;
+                GTX[j] += sf * b0; GTY[j] += sf * b1;
+            }
+            etot += e;
+            GCXi[i] += sc0; GCYi[i] += sc1; GTXi[i] += st0; GTYi[i] += st1;
+        }
+        if (1) {
+            for (int i = 0; i < N1; i++) {
+                gc1[2 * i] += GCXi[i]; gc1[2 * i + 1] += GCYi[i]; gt1[2 * i] += GTXi[i]; gt1[2 * i + 1] += GTYi[i];
+            }
+            for (int j = 0; j < N2; j++) {
+                gc2[2 * j] += GCX[j]; gc2[2 * j + 1] += GCY[j]; gt2[2 * j] += GTX[j]; gt2[2 * j + 1] += GTY[j];
+            }
+        }
+        free(buf);
+        return etot;
+    }
+    static double lk_curve_energy_d(const double* c1, const double* t1, int N1, const double* c2, const double* t2,
+                                    int N2, const int* lo, const int* hi, const double* inv1, int kind, int vari,
+                                    int self_, int grad, double scale, double* gc1, double* gt1, double* gc2, double* gt2) {
+        if (vari)
+            return grad ? lk_curve_energy_d_11(c1, t1, N1, c2, t2, N2, lo, hi, inv1, kind, self_, scale,
+                                                 gc1, gt1, gc2, gt2)
+                        : lk_curve_energy_d_10(c1, t1, N1, c2, t2, N2, lo, hi, inv1, kind, self_, scale,
+                                                 gc1, gt1, gc2, gt2);
+        return grad ? lk_curve_energy_d_01(c1, t1, N1, c2, t2, N2, lo, hi, inv1, kind, self_, scale,
+                                             gc1, gt1, gc2, gt2)
+                    : lk_curve_energy_d_00(c1, t1, N1, c2, t2, N2, lo, hi, inv1, kind, self_, scale,
+                                             gc1, gt1, gc2, gt2);
+    }
+
 
     /* ---- REAL = float ---- */
     static inline float lk_kval_f(float u, float inv, int kind) {
@@ -491,9 +693,68 @@ cdef extern from *:
     /* Curve energy sum_{i, j} k(c1_i, c2_j) w(t1_i, t2_j) over paired blocks.  self_ != 0: c2 == c1, pairs
        j > i counted twice plus the diagonal; else j in [lo_i, hi_i).  Gradients times ``scale`` are added to
        g* when grad != 0.  w = t.s (currents) or (t.s)^2 / (|t||s|) (varifold). */
-    LK_CLONES static float lk_curve_energy_f(const float* c1, const float* t1, int N1, const float* c2,
+    LK_CLONES static float lk_curve_energy_f_00(const float* c1, const float* t1, int N1, const float* c2,
                                               const float* t2, int N2, const int* lo, const int* hi, const float* inv1,
-                                              int kind, int vari, int self_, int grad, float scale, float* gc1,
+                                              int kind, int self_, float scale, float* gc1,
+                                              float* gt1, float* gc2, float* gt2) {
+        float* buf = (float*)malloc(sizeof(float) * 14 * (size_t)(N1 > N2 ? N1 : N2));
+        int M = N1 > N2 ? N1 : N2;
+        float *CX = buf, *CY = buf + M, *TX = buf + 2 * M, *TY = buf + 3 * M, *IN = buf + 4 * M;
+        float *GCX = buf + 5 * M, *GCY = buf + 6 * M, *GTX = buf + 7 * M, *GTY = buf + 8 * M;
+        float *GCXi = buf + 9 * M, *GCYi = buf + 10 * M, *GTXi = buf + 11 * M, *GTYi = buf + 12 * M;
+        float *NR = buf + 13 * M;
+        for (int j = 0; j < N2; j++) {
+            CX[j] = c2[2 * j]; CY[j] = c2[2 * j + 1]; TX[j] = t2[2 * j]; TY[j] = t2[2 * j + 1];
+            float nn = sqrtf(TX[j] * TX[j] + TY[j] * TY[j]);
+            IN[j] = nn > 0 ? 1.0f / nn : 0.0f;
+            NR[j] = nn;
+            GCX[j] = 0; GCY[j] = 0; GTX[j] = 0; GTY[j] = 0;
+        }
+        for (int i = 0; i < N1; i++) { GCXi[i] = 0; GCYi[i] = 0; GTXi[i] = 0; GTYi[i] = 0; }
+        const float mult = self_ ? 2.0f : 1.0f;
+        float etot = 0;
+        for (int i = 0; i < N1; i++) {
+            const float ci0 = c1[2 * i], ci1 = c1[2 * i + 1], ti0 = t1[2 * i], ti1 = t1[2 * i + 1], inv = inv1[i];
+            const float nti = sqrtf(ti0 * ti0 + ti1 * ti1);
+            const float ini = nti > 0 ? 1.0f / nti : 0.0f;
+            int j0 = self_ ? i + 1 : lo[i], j1 = self_ ? hi[i] : hi[i];
+            float e = 0, sc0 = 0, sc1 = 0, st0 = 0, st1 = 0;
+            if (self_) {  /* diagonal: k = 1, w(t, t) = |t|^2, dw/dt = 2 t for both arguments */
+                e += ti0 * ti0 + ti1 * ti1;
+                st0 = 2 * scale * ti0; st1 = 2 * scale * ti1;
+            }
+            #pragma omp simd reduction(+:e,sc0,sc1,st0,st1)
+            for (int j = j0; j < j1; j++) {
+                float d0 = ci0 - CX[j], d1 = ci1 - CY[j];
+                float f = lk_kval_f(d0 * d0 + d1 * d1, inv, kind);
+                float dot = ti0 * TX[j] + ti1 * TY[j];
+                float w;
+                if (0) {
+                    float q = dot * ini * IN[j];
+                    w = q * dot;
+                    
+                } else {
+                    w = dot;
+                }
+                e += mult * f * w;
+            }
+            etot += e;
+            GCXi[i] += sc0; GCYi[i] += sc1; GTXi[i] += st0; GTYi[i] += st1;
+        }
+        if (0) {
+            for (int i = 0; i < N1; i++) {
+                gc1[2 * i] += GCXi[i]; gc1[2 * i + 1] += GCYi[i]; gt1[2 * i] += GTXi[i]; gt1[2 * i + 1] += GTYi[i];
+            }
+            for (int j = 0; j < N2; j++) {
+                gc2[2 * j] += GCX[j]; gc2[2 * j + 1] += GCY[j]; gt2[2 * j] += GTX[j]; gt2[2 * j + 1] += GTY[j];
+            }
+        }
+        free(buf);
+        return etot;
+    }
+    LK_CLONES static float lk_curve_energy_f_01(const float* c1, const float* t1, int N1, const float* c2,
+                                              const float* t2, int N2, const int* lo, const int* hi, const float* inv1,
+                                              int kind, int self_, float scale, float* gc1,
                                               float* gt1, float* gc2, float* gt2) {
         float* buf = (float*)malloc(sizeof(float) * 14 * (size_t)(N1 > N2 ? N1 : N2));
         int M = N1 > N2 ? N1 : N2;
@@ -528,7 +789,7 @@ cdef extern from *:
                 float f1 = lk_k1_f(f, inv, kind);
                 float dot = ti0 * TX[j] + ti1 * TY[j];
                 float w, a0, a1, b0, b1;
-                if (vari) {
+                if (0) {
                     float q = dot * ini * IN[j];
                     w = q * dot;
                     float qq = q * q;
@@ -550,7 +811,7 @@ cdef extern from *:
             etot += e;
             GCXi[i] += sc0; GCYi[i] += sc1; GTXi[i] += st0; GTYi[i] += st1;
         }
-        if (grad) {
+        if (1) {
             for (int i = 0; i < N1; i++) {
                 gc1[2 * i] += GCXi[i]; gc1[2 * i + 1] += GCYi[i]; gt1[2 * i] += GTXi[i]; gt1[2 * i + 1] += GTYi[i];
             }
@@ -561,6 +822,149 @@ cdef extern from *:
         free(buf);
         return etot;
     }
+    LK_CLONES static float lk_curve_energy_f_10(const float* c1, const float* t1, int N1, const float* c2,
+                                              const float* t2, int N2, const int* lo, const int* hi, const float* inv1,
+                                              int kind, int self_, float scale, float* gc1,
+                                              float* gt1, float* gc2, float* gt2) {
+        float* buf = (float*)malloc(sizeof(float) * 14 * (size_t)(N1 > N2 ? N1 : N2));
+        int M = N1 > N2 ? N1 : N2;
+        float *CX = buf, *CY = buf + M, *TX = buf + 2 * M, *TY = buf + 3 * M, *IN = buf + 4 * M;
+        float *GCX = buf + 5 * M, *GCY = buf + 6 * M, *GTX = buf + 7 * M, *GTY = buf + 8 * M;
+        float *GCXi = buf + 9 * M, *GCYi = buf + 10 * M, *GTXi = buf + 11 * M, *GTYi = buf + 12 * M;
+        float *NR = buf + 13 * M;
+        for (int j = 0; j < N2; j++) {
+            CX[j] = c2[2 * j]; CY[j] = c2[2 * j + 1]; TX[j] = t2[2 * j]; TY[j] = t2[2 * j + 1];
+            float nn = sqrtf(TX[j] * TX[j] + TY[j] * TY[j]);
+            IN[j] = nn > 0 ? 1.0f / nn : 0.0f;
+            NR[j] = nn;
+            GCX[j] = 0; GCY[j] = 0; GTX[j] = 0; GTY[j] = 0;
+        }
+        for (int i = 0; i < N1; i++) { GCXi[i] = 0; GCYi[i] = 0; GTXi[i] = 0; GTYi[i] = 0; }
+        const float mult = self_ ? 2.0f : 1.0f;
+        float etot = 0;
+        for (int i = 0; i < N1; i++) {
+            const float ci0 = c1[2 * i], ci1 = c1[2 * i + 1], ti0 = t1[2 * i], ti1 = t1[2 * i + 1], inv = inv1[i];
+            const float nti = sqrtf(ti0 * ti0 + ti1 * ti1);
+            const float ini = nti > 0 ? 1.0f / nti : 0.0f;
+            int j0 = self_ ? i + 1 : lo[i], j1 = self_ ? hi[i] : hi[i];
+            float e = 0, sc0 = 0, sc1 = 0, st0 = 0, st1 = 0;
+            if (self_) {  /* diagonal: k = 1, w(t, t) = |t|^2, dw/dt = 2 t for both arguments */
+                e += ti0 * ti0 + ti1 * ti1;
+                st0 = 2 * scale * ti0; st1 = 2 * scale * ti1;
+            }
+            #pragma omp simd reduction(+:e,sc0,sc1,st0,st1)
+            for (int j = j0; j < j1; j++) {
+                float d0 = ci0 - CX[j], d1 = ci1 - CY[j];
+                float f = lk_kval_f(d0 * d0 + d1 * d1, inv, kind);
+                float dot = ti0 * TX[j] + ti1 * TY[j];
+                float w;
+                if (1) {
+                    float q = dot * ini * IN[j];
+                    w = q * dot;
+                    
+                } else {
+                    w = dot;
+                }
+                e += mult * f * w;
+            }
+            etot += e;
+            GCXi[i] += sc0; GCYi[i] += sc1; GTXi[i] += st0; GTYi[i] += st1;
+        }
+        if (0) {
+            for (int i = 0; i < N1; i++) {
+                gc1[2 * i] += GCXi[i]; gc1[2 * i + 1] += GCYi[i]; gt1[2 * i] += GTXi[i]; gt1[2 * i + 1] += GTYi[i];
+            }
+            for (int j = 0; j < N2; j++) {
+                gc2[2 * j] += GCX[j]; gc2[2 * j + 1] += GCY[j]; gt2[2 * j] += GTX[j]; gt2[2 * j + 1] += GTY[j];
+            }
+        }
+        free(buf);
+        return etot;
+    }
+    LK_CLONES static float lk_curve_energy_f_11(const float* c1, const float* t1, int N1, const float* c2,
+                                              const float* t2, int N2, const int* lo, const int* hi, const float* inv1,
+                                              int kind, int self_, float scale, float* gc1,
+                                              float* gt1, float* gc2, float* gt2) {
+        float* buf = (float*)malloc(sizeof(float) * 14 * (size_t)(N1 > N2 ? N1 : N2));
+        int M = N1 > N2 ? N1 : N2;
+        float *CX = buf, *CY = buf + M, *TX = buf + 2 * M, *TY = buf + 3 * M, *IN = buf + 4 * M;
+        float *GCX = buf + 5 * M, *GCY = buf + 6 * M, *GTX = buf + 7 * M, *GTY = buf + 8 * M;
+        float *GCXi = buf + 9 * M, *GCYi = buf + 10 * M, *GTXi = buf + 11 * M, *GTYi = buf + 12 * M;
+        float *NR = buf + 13 * M;
+        for (int j = 0; j < N2; j++) {
+            CX[j] = c2[2 * j]; CY[j] = c2[2 * j + 1]; TX[j] = t2[2 * j]; TY[j] = t2[2 * j + 1];
+            float nn = sqrtf(TX[j] * TX[j] + TY[j] * TY[j]);
+            IN[j] = nn > 0 ? 1.0f / nn : 0.0f;
+            NR[j] = nn;
+            GCX[j] = 0; GCY[j] = 0; GTX[j] = 0; GTY[j] = 0;
+        }
+        for (int i = 0; i < N1; i++) { GCXi[i] = 0; GCYi[i] = 0; GTXi[i] = 0; GTYi[i] = 0; }
+        const float mult = self_ ? 2.0f : 1.0f;
+        float etot = 0;
+        for (int i = 0; i < N1; i++) {
+            const float ci0 = c1[2 * i], ci1 = c1[2 * i + 1], ti0 = t1[2 * i], ti1 = t1[2 * i + 1], inv = inv1[i];
+            const float nti = sqrtf(ti0 * ti0 + ti1 * ti1);
+            const float ini = nti > 0 ? 1.0f / nti : 0.0f;
+            int j0 = self_ ? i + 1 : lo[i], j1 = self_ ? hi[i] : hi[i];
+            float e = 0, sc0 = 0, sc1 = 0, st0 = 0, st1 = 0;
+            if (self_) {  /* diagonal: k = 1, w(t, t) = |t|^2, dw/dt = 2 t for both arguments */
+                e += ti0 * ti0 + ti1 * ti1;
+                st0 = 2 * scale * ti0; st1 = 2 * scale * ti1;
+            }
+            #pragma omp simd reduction(+:e,sc0,sc1,st0,st1)
+            for (int j = j0; j < j1; j++) {
+                float d0 = ci0 - CX[j], d1 = ci1 - CY[j];
+                float f = lk_kval_f(d0 * d0 + d1 * d1, inv, kind);
+                float f1 = lk_k1_f(f, inv, kind);
+                float dot = ti0 * TX[j] + ti1 * TY[j];
+                float w, a0, a1, b0, b1;
+                if (1) {
+                    float q = dot * ini * IN[j];
+                    w = q * dot;
+                    float qq = q * q;
+                    a0 = 2 * q * TX[j] - qq * ini * ti0 * NR[j];
+                    a1 = 2 * q * TY[j] - qq * ini * ti1 * NR[j];
+                    b0 = 2 * q * ti0 - qq * IN[j] * TX[j] * nti;
+                    b1 = 2 * q * ti1 - qq * IN[j] * TY[j] * nti;
+                } else {
+                    w = dot; a0 = TX[j]; a1 = TY[j]; b0 = ti0; b1 = ti1;
+                }
+                e += mult * f * w;
+                float qd = scale * mult * 2 * f1 * w;
+                sc0 += qd * d0; sc1 += qd * d1;
+                GCX[j] -= qd * d0; GCY[j] -= qd * d1;
+                float sf = scale * mult * f;
+                st0 += sf * a0; st1 += sf * a1;
+                GTX[j] += sf * b0; GTY[j] += sf * b1;
+            }
+            etot += e;
+            GCXi[i] += sc0; GCYi[i] += sc1; GTXi[i] += st0; GTYi[i] += st1;
+        }
+        if (1) {
+            for (int i = 0; i < N1; i++) {
+                gc1[2 * i] += GCXi[i]; gc1[2 * i + 1] += GCYi[i]; gt1[2 * i] += GTXi[i]; gt1[2 * i + 1] += GTYi[i];
+            }
+            for (int j = 0; j < N2; j++) {
+                gc2[2 * j] += GCX[j]; gc2[2 * j + 1] += GCY[j]; gt2[2 * j] += GTX[j]; gt2[2 * j + 1] += GTY[j];
+            }
+        }
+        free(buf);
+        return etot;
+    }
+    static float lk_curve_energy_f(const float* c1, const float* t1, int N1, const float* c2, const float* t2,
+                                    int N2, const int* lo, const int* hi, const float* inv1, int kind, int vari,
+                                    int self_, int grad, float scale, float* gc1, float* gt1, float* gc2, float* gt2) {
+        if (vari)
+            return grad ? lk_curve_energy_f_11(c1, t1, N1, c2, t2, N2, lo, hi, inv1, kind, self_, scale,
+                                                 gc1, gt1, gc2, gt2)
+                        : lk_curve_energy_f_10(c1, t1, N1, c2, t2, N2, lo, hi, inv1, kind, self_, scale,
+                                                 gc1, gt1, gc2, gt2);
+        return grad ? lk_curve_energy_f_01(c1, t1, N1, c2, t2, N2, lo, hi, inv1, kind, self_, scale,
+                                             gc1, gt1, gc2, gt2)
+                    : lk_curve_energy_f_00(c1, t1, N1, c2, t2, N2, lo, hi, inv1, kind, self_, scale,
+                                             gc1, gt1, gc2, gt2);
+    }
+
     """
     void lk_velocity_d(const double* x, const double* a, int P, const int* gend, const double* ginv, int kind,
                        double* v) nogil

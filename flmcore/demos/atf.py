@@ -156,7 +156,8 @@ def run_atf_experiment(data: dict, *, epochs: int = 40, novel_epochs: int = 10, 
     """
     import torch
 
-    from flmcore.nn import MixedBranchLoss, MultiBranch
+    from flmcore.nn import MixedBranchLoss
+    from flmcore.nn.models import MultiBranch
     from flmcore.nn.losses import L1Loss
     from flmcore.procrustes import generalized_procrustes
     from flmcore.schemes import correspondences
@@ -247,7 +248,7 @@ def run_loss_experiment(data: dict, *, epochs: int = 30, seed: int = 0, batch_si
     """
     import torch
 
-    from flmcore.nn import MultiBranch
+    from flmcore.nn.models import MultiBranch
     from flmcore.nn.losses import AnisotropicLoss, AnisotropicWingLoss, L1Loss, L2Loss, WingLoss
     from flmcore.pose import pose_bins
     from flmcore.train import BranchLoss
@@ -352,8 +353,9 @@ def plot_pose(res: dict, path: Path) -> None:
     ax.bar(x, res["undersample"], 0.27, label="undersample (Rayhan)")
     ax.bar(x + 0.27, res["oversample"], 0.27, label="oversample (Feng)")
     for k in range(K):
-        ax.text(x[k], max(res["before"][k], res["oversample"][k]) + 5, f"{res['mean_abs_yaw'][k]:.0f}°",
+        ax.text(x[k], max(res["before"][k], res["oversample"][k]) + 8, f"{res['mean_abs_yaw'][k]:.0f}°",
                 ha="center", fontsize=7)
+    ax.set_ylim(0, 1.15 * max(max(res["before"]), max(res["oversample"])))
     ax.set_xlabel("pose bin (PC 1 of Procrustes-aligned shapes); label: mean |yaw|")
     ax.set_ylabel("faces")
     ax.set_title("AFLW2000, 68 points, 9 bins")
@@ -430,6 +432,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--only", choices=("atf", "losses", "pose"), nargs="+", default=["atf", "losses", "pose"])
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for this tiny CNN)")
+    ap.add_argument("--json", default=None, help="also write every result (curves included) to this file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -461,9 +464,10 @@ def main(argv=None) -> dict:
         print(f"\n### losses, mean over seeds {args.seeds}\n")
         print(loss_table(mean), flush=True)
         plot_losses(mean, out / "atf_losses.png")
-    import json
+    if args.json:
+        import json
 
-    (out / "atf_results.json").write_text(json.dumps(res, indent=1, default=float))
+        Path(args.json).write_text(json.dumps(res, indent=1, default=float))
     return res
 
 

@@ -45,6 +45,17 @@ def experiment(*, quick: bool = False, seed: int = 0, progress=None, num_threads
     """
     import torch
 
+    torch.manual_seed(seed)
+    saved_threads = torch.get_num_threads()
+    # the networks here are small: one intra-op thread avoids wake-up latency on busy machines
+    torch.set_num_threads(1)
+    try:
+        return _experiment(quick, seed, progress, num_threads)
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def _experiment(quick, seed, progress, num_threads):
     from ..cascade import SDM, to_box_units
     from ..data import load_sample
     from ..metrics import nme
@@ -53,14 +64,13 @@ def experiment(*, quick: bool = False, seed: int = 0, progress=None, num_threads
     from ..train import fit_drn_ssr
     from ..train._drn_ssr import _fit_H
 
-    torch.manual_seed(seed)
     d = load_sample("helen_pairs")
     images, s68, s29 = d["images"], d["shapes68"], d["shapes29"]
     n = images.shape[0]
     perm = np.random.default_rng(seed).permutation(n)
     if quick:
-        n_a, n_b, n_t = 50, 50, 30
-        cfg = dict(n_stages=2, face_sizes=(64, 96), hidden=(32,), n_perturbations=2, max_iter=25, sdm_stages=2)
+        n_a, n_b, n_t = 40, 40, 24
+        cfg = dict(n_stages=2, face_sizes=(64, 96), hidden=(32,), n_perturbations=2, max_iter=20, sdm_stages=2)
     else:
         n_a, n_b, n_t = 90, 90, 54
         cfg = dict(n_stages=4, face_sizes=(80, 80, 140, 140), hidden=(128, 64), n_perturbations=3, max_iter=40,

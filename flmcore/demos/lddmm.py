@@ -121,7 +121,7 @@ def _tps(placed, target_kept, kept):
 
 
 def sparse_to_dense(shapes: np.ndarray, *, scheme="ibug68", n_folds: int = 2, subset: Optional[int] = None,
-                    rng=0, n_steps: int = 10, mode: str = "flow", beta: float = 0.1, max_iter: int = 100, sigma_factor: float = 1.0,
+                    rng=0, n_steps: int = 10, mode: str = "flow", beta: float = 0.1, gamma: float = 0.0, max_iter: int = 100, sigma_factor: float = 1.0,
                     with_ssr: bool = True, with_all_points: bool = True, progress=None) -> Dict[str, object]:
     """Sparse-to-dense evaluation on real shapes (the tables of docs/guide/lddmm.rst).
 
@@ -207,8 +207,8 @@ def sparse_to_dense(shapes: np.ndarray, *, scheme="ibug68", n_folds: int = 2, su
             # LDDMM (a): momenta on the kept points, hidden points flowed (paper's sparse setting)
             t0 = time.perf_counter()
             sig = sigma_factor * lddmm.curve_sigmas(placed, curves)[curve_of_sub]
-            res = lddmm.register(placed[kept], tgt, curves=sub_curves, sigma_v=sig, beta=beta, n_steps=n_steps,
-                                 mode=mode, max_iter=max_iter, num_threads=1)
+            res = lddmm.register(placed[kept], tgt, curves=sub_curves, sigma_v=sig, beta=beta, gamma=gamma,
+                                 n_steps=n_steps, mode=mode, max_iter=max_iter, num_threads=1)
             sub_label = np.array([curve_of_sub.index(labels[i]) if labels[i] in curve_of_sub else -1
                                   for i in range(s.n_points)])
             moved, J = res.flow_points(placed, point_curves=sub_label, return_jacobian=True)
@@ -227,7 +227,7 @@ def sparse_to_dense(shapes: np.ndarray, *, scheme="ibug68", n_folds: int = 2, su
                 continue
             t0 = time.perf_counter()
             res_b = lddmm.register(placed, tgt, curves=curves, target_indices=kept, beta=beta,
-                                   sigma_v=sigma_factor * lddmm.curve_sigmas(placed, curves), n_steps=n_steps,
+                                   sigma_v=sigma_factor * lddmm.curve_sigmas(placed, curves), gamma=gamma, n_steps=n_steps,
                                    mode=mode, max_iter=max_iter, num_threads=1)
             p = res_b.deformed.copy()
             p[kept] = tgt
@@ -334,7 +334,7 @@ def train_lddmm_face(images, shapes68, *, epochs: int = 30, batch_size: int = 32
     model = LDDMMFace(backbone, "ibug68", mean, feature_dim=128, n_steps=n_steps)
     crit = CurveLandmarkLoss("ibug68", mean, beta=beta)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * int(np.ceil(len(idx) / batch_size)))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * int(np.ceil(len(idx) / batch_size)))
     history = []
     ep_iter = range(epochs) if progress is None else progress(range(epochs), desc="train LDDMMFace")
     for ep in ep_iter:

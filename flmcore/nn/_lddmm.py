@@ -784,6 +784,9 @@ class MomentumHead(nn.Module):
         Width of an optional hidden layer (0: none, as in the paper).
     init_std : float
         Std of the last layer's initial weights (small: training starts at the mean face).
+    scale : float
+        Output multiplier (momenta in pixels per unit time): lets the optimiser reach
+        momenta of the size of facial displacements with O(1) weights.
 
     Examples
     --------
@@ -791,8 +794,10 @@ class MomentumHead(nn.Module):
     torch.Size([2, 5, 2])
     """
 
-    def __init__(self, in_features: int, n_points: int, n_times: int = 1, hidden: int = 0, init_std: float = 1e-3):
+    def __init__(self, in_features: int, n_points: int, n_times: int = 1, hidden: int = 0, init_std: float = 1e-3,
+                 scale: float = 1.0):
         super().__init__()
+        self.scale = check_nonnegative(scale, "scale", finite=True)
         for name, v, lo in (("in_features", in_features, 1), ("n_points", n_points, 1), ("n_times", n_times, 1),
                             ("hidden", hidden, 0)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
@@ -814,7 +819,7 @@ class MomentumHead(nn.Module):
             features = features.mean((2, 3))
         elif features.dim() != 2:
             raise ValueError(f"features must be (B, C) or (B, C, H, W), got shape {tuple(features.shape)}")
-        out = self.fc(features)
+        out = self.fc(features) * self.scale
         if self.n_times == 1:
             return out.view(-1, self.n_points, 2)
         return out.view(-1, self.n_times, self.n_points, 2)
@@ -933,6 +938,9 @@ class LDDMMFace(nn.Module):
         For inferring ``feature_dim``.
     hidden : int
         Hidden width of the momentum head (0: the paper's single FC layer).
+    momentum_scale : float, optional
+        Output scale of the momentum head; default: a tenth of the mean face's scale
+        (:func:`flmcore.lddmm.curve_scale` of all its points).
 
     Examples
     --------
@@ -947,7 +955,8 @@ class LDDMMFace(nn.Module):
 
     def __init__(self, backbone: nn.Module, scheme, mean_shape, *, feature_dim: Optional[int] = None,
                  n_steps: int = 2, mode: str = "paper", n_times: int = 1, kernel: str = "gaussian",
-                 in_channels: int = 1, image_size: Tuple[int, int] = (128, 128), hidden: int = 0):
+                 in_channels: int = 1, image_size: Tuple[int, int] = (128, 128), hidden: int = 0,
+                 momentum_scale: Optional[float] = None):
         super().__init__()
         self.scheme = _get_scheme(scheme)
         if self.scheme is None:
@@ -966,7 +975,10 @@ class LDDMMFace(nn.Module):
                 backbone.train(was)
             feature_dim = int(f.shape[1])
         self.deformation = LDDMMDeformation(mean_shape, self.scheme, mode=mode, n_steps=n_steps, kernel=kernel)
-        self.head = MomentumHead(int(feature_dim), self.scheme.n_points, n_times=n_times, hidden=hidden)
+        if momentum_scale is None:
+            momentum_scale = 0.1 * _core.curve_scale(_as_mean(mean_shape, self.scheme.n_points))
+        self.head = MomentumHead(int(feature_dim), self.scheme.n_points, n_times=n_times, hidden=hidden,
+                                 scale=momentum_scale)
         self._other = {}
 
     def _images(self, images):

@@ -4,8 +4,6 @@ Each topic adds its own re-export lines below (only add lines, keep each import
 pointing to importable code).
 """
 __all__ = []
-from ._multibranch import MultiBranch  # noqa: E402
-__all__ += ["MultiBranch"]
 from ._sift import ShapeIndexedSIFT  # noqa: E402  (shape-indexed SIFT)
 __all__ += ["ShapeIndexedSIFT"]
 from ._lddmm import LDDMMDeformation  # noqa: E402

@@ -1,6 +1,6 @@
 """A small training loop for ATF (Lan, Hu, Cheng, Algorithm 1): alternating batches from several
 datasets per an :class:`~flmcore.train.ATDPSampler`, a shared backbone with one head per dataset
-(:class:`flmcore.nn.MultiBranch`) and the mixed branch loss (:class:`flmcore.nn.MixedBranchLoss`)
+(:class:`flmcore.nn.models.MultiBranch`) and the mixed branch loss (:class:`flmcore.nn.losses.MixedBranchLoss`)
 or any per-branch loss.  Works unchanged under ``DistributedDataParallel`` (wrap the model; give
 the sampler ``num_replicas``/``rank`` or let it read them from :mod:`torch.distributed`).
 """
@@ -80,7 +80,7 @@ def fit_atf(model: nn.Module, datasets: Mapping[str, Tuple[Tensor, Tensor]], sam
     sampler : ATDPSampler
         Yields ``(dataset_index, sample_indices)``; has ``set_epoch``.
     criterion : callable
-        ``criterion(outputs, target, name) -> scalar``, e.g. :class:`flmcore.nn.MixedBranchLoss`
+        ``criterion(outputs, target, name) -> scalar``, e.g. :class:`flmcore.nn.losses.MixedBranchLoss`
         (every branch paired with ``name`` is evaluated) or :class:`BranchLoss`.
     optimizer : torch.optim.Optimizer
     epochs : int
@@ -106,7 +106,8 @@ def fit_atf(model: nn.Module, datasets: Mapping[str, Tuple[Tensor, Tensor]], sam
     --------
     >>> import torch
     >>> from torch import nn
-    >>> from flmcore.nn import MultiBranch, CoordHead, MixedBranchLoss
+    >>> from flmcore.nn import CoordHead, MixedBranchLoss
+    >>> from flmcore.nn.models import MultiBranch
     >>> from flmcore.train import ATDPSampler
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>

@@ -70,7 +70,12 @@ def _fit_H(U_i: np.ndarray, pred: np.ndarray, own: np.ndarray, p: int, tau: floa
     if other.size:
         X = shapes_to_design(U_i + 0.5)
         Y = shapes_to_design(pred[:, other] + 0.5)
-        H[other] = lars_lasso(X, Y, tau, num_threads=num_threads)
+        saved = torch.get_num_threads()
+        try:
+            H[other] = lars_lasso(X, Y, tau, num_threads=num_threads)
+        finally:
+            # the LARS kernel's OpenMP runtime may change the shared thread count
+            torch.set_num_threads(saved)
     return H
 
 

@@ -370,3 +370,28 @@ def test_decode_bad_input():
     assert pip_decode(out, 8, None, merge="none").shape == (2, 5, 2)
     with pytest.raises(TypeError, match="5-tuple"):
         pip_decode(out[0], 8, tab)
+
+
+def test_core_module_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, flmcore.pip; assert 'torch' not in sys.modules, 'flmcore.pip imported torch'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    rs = np.random.default_rng(9)
+    tab = neighbor_table(rs.random((20, 2)), 5)
+    s = rs.uniform(0, 128, (3, 20, 2))
+    for dev in ("cpu", "cuda"):
+        t = pip_targets(torch.as_tensor(s, device=dev), 8, 16, tab)
+        assert all(x.device.type == dev for x in t)
+        out = pip_decode(t, 16, tab)
+        assert out.device.type == dev
+        np.testing.assert_allclose(out.cpu().numpy(), s, atol=1e-9)
+    maps = random_maps(2, 20, 5, 8, 8, seed=4)
+    cpu = pip_decode(maps, 16, tab)
+    gpu = pip_decode(tuple(m.cuda() for m in maps), 16, tab)
+    np.testing.assert_allclose(gpu.cpu().numpy(), cpu.numpy(), atol=1e-4)

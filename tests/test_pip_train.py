@@ -127,3 +127,26 @@ def test_self_train_curriculum_tasks_and_callback():
     assert len(out["loss"]) == 4 and all(np.isfinite(l).all() for l in out["loss"])
     for p in out["pseudo_labels"]:
         assert p.shape == (4, 5, 2) and np.isfinite(p).all()
+
+
+def test_self_train_from_trained_model_without_initial_training():
+    imgs, pts = _toy(n=4, seed=3)
+    unl, _ = _toy(n=3, seed=4)
+    net = PIPNet(ResNet18(width=0.125, stride=16), 5, n_neighbors=2, stc_heads=1)
+    net.set_mean_face(mean_face(pts))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    first = []
+    out = self_train_curriculum(net, (imgs, pts), unl, tasks=(1, 2), epochs=1, initial_epochs=0, reinit=True,
+                                batch_size=4, device="cpu", progress=False,
+                                callback=lambda r, m, p: first.append(p) if r == 1 else None)
+    assert out["loss"][0] == [] and len(out["loss"]) == 3
+    # round 1 pseudo-labels come from the untouched entry model
+    np.testing.assert_allclose(first[0], predict_pipnet(_restore(net, before), unl, device="cpu"), atol=1e-6)
+
+
+def _restore(net, state):
+    import copy
+
+    other = copy.deepcopy(net)
+    other.load_state_dict(state)
+    return other

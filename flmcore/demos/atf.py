@@ -377,11 +377,11 @@ def run(ctx) -> str:
     try:
         t0 = time.perf_counter()
         helen = prepare_helen(_load("helen_pairs", ctx.data_dir), size=64, seed=ctx.seed)
-        ep = 2 if ctx.quick else 6
+        ep = 2 if ctx.quick else 10
         atf = run_atf_experiment(helen, epochs=ep, novel_epochs=max(1, ep // 3), seed=ctx.seed,
                                  auto_pairs=not ctx.quick, joint=not ctx.quick, progress=ctx.progress)
         losses = ("L2", "Anisotropic") if ctx.quick else ("L2", "L1", "Wing", "Anisotropic")
-        lres = run_loss_experiment(helen, epochs=2 if ctx.quick else 4, seed=ctx.seed, losses=losses,
+        lres = run_loss_experiment(helen, epochs=2 if ctx.quick else 6, seed=ctx.seed, losses=losses,
                                    progress=ctx.progress)
         out = Path(ctx.out_dir)
         plot_losses(lres, out / "atf_losses.png")
@@ -413,7 +413,8 @@ def run(ctx) -> str:
         "",
         "![](atf_pose_bins.png)",
         "",
-        f"_(short budgets; {dt:.0f} s; full runs: `python -m flmcore.demos.atf --full`)_",
+        f"_(short budgets, {dt:.0f} s; the documented runs: `python -m flmcore.demos.atf --only atf --epochs 30 "
+        "--seeds 0 1 2` and `--only losses --epochs 50 --seeds 0 1 2`)_",
     ])
 
 

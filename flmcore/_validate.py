@@ -304,7 +304,7 @@ def check_rng(rng) -> np.random.Generator:
 
     Examples
     --------
-    >>> check_rng(0).integers(10) == check_rng(0).integers(10)
+    >>> bool(check_rng(0).integers(10) == check_rng(0).integers(10))
     True
     """
     if rng is None or isinstance(rng, (numbers.Integral, np.integer)) and not isinstance(rng, bool):

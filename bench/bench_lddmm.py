@@ -14,9 +14,10 @@ Anchors, run in the same process and alternating with flmcore:
 * ``torch-bcast``: the same with broadcast differences ``(x_i - x_j)``;
 * ``keops``: ``pykeops.torch.LazyTensor`` reductions (skipped when pykeops is absent).
 
-Peak memory (fwd+bwd, float32, 1 thread) is measured in a fresh subprocess per case as the
-increase of the process's peak resident set size (``getrusage`` ``ru_maxrss``) over one call,
-after the inputs exist and the code paths were warmed up on a smaller size.
+Peak memory (fwd+bwd, float32, 1 thread): peak of the torch CPU allocator during one call
+(``torch.profiler`` memory events) plus the peak of NumPy buffers (``tracemalloc``); see
+:func:`peak_memory_mb`.  KeOps' internal C++ buffers are not seen (its reductions need O(1)
+extra memory besides their torch outputs).
 
 Also runs the real-data experiments of ``docs/guide/lddmm.rst`` with ``--experiment``:
 ``sparse`` (sparse-to-dense on the 870 HELEN 68-point shapes) and ``train`` (a small
@@ -28,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -155,32 +154,29 @@ def call(fn, x, a, backward):
 
 
 # ----------------------------------------------------------------------------- memory
-_MEM_CHILD = r"""
-import json, resource, sys
-import torch
-sys.path.insert(0, {root!r})
-from bench.bench_lddmm import make_impls, make_inputs, call
-torch.set_num_threads(1)
-task, impl, B, P, T, sigma = {args!r}
-fn = make_impls(task, sigma, T, impl == "keops")[impl]
-xs, as_ = make_inputs(task, 2, 8, T, torch.float32)
-call(fn, xs, as_, True)          # warm up code paths (and KeOps compilation) on a small size
-x, a = make_inputs(task, B, P, T, torch.float32)
-r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-call(fn, x, a, True)
-r1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"peak_mb": (r1 - r0) / 1024.0}}))
-"""
+def peak_memory_mb(fn, x, a):
+    """Peak extra memory (MB) of one forward+backward call: the peak of the torch CPU allocator
+    (cumulated ``[memory]`` events of ``torch.profiler`` with ``profile_memory=True``) plus the peak
+    of NumPy buffers (``tracemalloc``; the compiled-kernel path keeps its trajectory in NumPy
+    arrays shared with torch), measured in two separate calls."""
+    import tracemalloc
 
+    from torch.profiler import ProfilerActivity, profile
 
-def peak_memory_mb(task, impl, B, P, T, sigma):
-    code = _MEM_CHILD.format(root=str(ROOT), args=(task, impl, B, P, T, sigma))
-    try:
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
-        return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
-    except Exception:
-        return float("nan")
+    call(fn, x, a, True)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        call(fn, x, a, True)
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    cur = peak_t = 0
+    for _, nb in events:
+        cur += nb
+        peak_t = max(peak_t, cur)
+    tracemalloc.start()
+    call(fn, x, a, True)
+    _, peak_np = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return (peak_t + peak_np) / 2 ** 20
 
 
 # ----------------------------------------------------------------------------- benchmark
@@ -227,12 +223,14 @@ def run_bench(args):
             for P in ([98] if args.quick else Ps):
                 sigma = 20.0 if task != "currents" else 10.0
                 row = {"task": task, "P": P}
-                names = ["flmcore", "torch-gemm", "torch-bcast"] + (["keops"] if keops else [])
-                for k in names:
-                    row[f"{k} MB"] = peak_memory_mb(task, k, B, P, T, sigma)
+                impls = make_impls(task, sigma, T, keops)
+                x, a = make_inputs(task, B, P, T, torch.float32)
+                with thread_limits(1):
+                    for k, f in impls.items():
+                        row[f"{k} MB"] = peak_memory_mb(f, x, a)
                 row["gemm/flmcore"] = row["torch-gemm MB"] / max(row["flmcore MB"], 1e-3)
                 mem_rows.append(row)
-        print("\npeak memory increase over one fwd+bwd call (float32, 1 thread, MB):")
+        print("\npeak extra memory of one fwd+bwd call (float32, 1 thread, MB; torch allocator + NumPy):")
         print_table(mem_rows)
     print("\nsummary (ratio = anchor time / flmcore time; > 1 means flmcore is faster):")
     cols = ["task", "P", "dtype", "threads", "pass", "flmcore ms", "torch-gemm ms", "torch-gemm/flmcore",
@@ -248,7 +246,7 @@ def experiment_sparse(args):
     from flmcore.demos import lddmm as demo
 
     shapes = demo.load_helen68()
-    res = demo.sparse_to_dense(shapes, subset=args.subset, n_steps=10, mode="flow", max_iter=100,
+    res = demo.sparse_to_dense(shapes, subset=args.subset, n_steps=10, mode="flow", max_iter=100, gamma=1e-3,
                                with_ssr=True, with_all_points=args.all_points)
     table = demo.sparse_table(res)
     print(f"sparse-to-dense on {res['n_faces']} HELEN faces, {len(res['kept'])} kept / {len(res['hidden'])} hidden")

@@ -74,6 +74,7 @@ cdef extern from *:
     #include <math.h>
     #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
     #define LK_CLONES __attribute__((target_clones("arch=haswell", "default")))
+    #define LK_INLINE static inline __attribute__((always_inline))
     #else
     #define LK_CLONES
     #endif
@@ -139,8 +140,8 @@ cdef extern from *:
         return kind == 0 ? inv * inv * f : 2.0 * inv * inv * f * f * f;
     }
 
-    LK_CLONES static void lk_velocity_d(const double* x, const double* a, int P, const int* gend, const double* ginv,
-                                        int kind, double* v) {
+    LK_INLINE void lk_velocity_d_k(const double* x, const double* a, int P, const int* gend, const double* ginv,
+                                        const int kind, double* v) {
         double* buf = (double*)malloc(sizeof(double) * 6 * (size_t)P);
         double *X = buf, *Y = buf + P, *AX = buf + 2 * P, *AY = buf + 3 * P, *VX = buf + 4 * P, *VY = buf + 5 * P;
         for (int i = 0; i < P; i++) {
@@ -163,9 +164,15 @@ cdef extern from *:
         for (int i = 0; i < P; i++) { v[2 * i] = VX[i]; v[2 * i + 1] = VY[i]; }
         free(buf);
     }
+    /* kernel choice hoisted out of the loops: one specialised copy per kernel */
+    LK_CLONES static void lk_velocity_d(const double* x, const double* a, int P, const int* gend, const double* ginv,
+                                        int kind, double* v) {
+        if (kind == 0) { lk_velocity_d_k(x, a, P, gend, ginv, 0, v); }
+        else { lk_velocity_d_k(x, a, P, gend, ginv, 1, v); }
+    }
 
-    LK_CLONES static void lk_velocity_vjp_d(const double* x, const double* a, const double* lam, int P, const int* gend,
-                                            const double* ginv, int kind, double h, double* dx, double* ga) {
+    LK_INLINE void lk_velocity_vjp_d_k(const double* x, const double* a, const double* lam, int P, const int* gend,
+                                            const double* ginv, const int kind, double h, double* dx, double* ga) {
         double* buf = (double*)malloc(sizeof(double) * 10 * (size_t)P);
         double *X = buf, *Y = buf + P, *AX = buf + 2 * P, *AY = buf + 3 * P, *LX = buf + 4 * P, *LY = buf + 5 * P;
         double *DX = buf + 6 * P, *DY = buf + 7 * P, *GX = buf + 8 * P, *GY = buf + 9 * P;
@@ -198,9 +205,15 @@ cdef extern from *:
         }
         free(buf);
     }
+    /* kernel choice hoisted out of the loops: one specialised copy per kernel */
+    LK_CLONES static void lk_velocity_vjp_d(const double* x, const double* a, const double* lam, int P, const int* gend,
+                                            const double* ginv, int kind, double h, double* dx, double* ga) {
+        if (kind == 0) { lk_velocity_vjp_d_k(x, a, lam, P, gend, ginv, 0, h, dx, ga); }
+        else { lk_velocity_vjp_d_k(x, a, lam, P, gend, ginv, 1, h, dx, ga); }
+    }
 
-    LK_CLONES static void lk_ham_field_d(const double* x, const double* p, int P, const int* gend, const double* ginv,
-                                         int kind, double* vx, double* vp) {
+    LK_INLINE void lk_ham_field_d_k(const double* x, const double* p, int P, const int* gend, const double* ginv,
+                                         const int kind, double* vx, double* vp) {
         double* buf = (double*)malloc(sizeof(double) * 8 * (size_t)P);
         double *X = buf, *Y = buf + P, *PX = buf + 2 * P, *PY = buf + 3 * P;
         double *VX = buf + 4 * P, *VY = buf + 5 * P, *QX = buf + 6 * P, *QY = buf + 7 * P;
@@ -230,9 +243,15 @@ cdef extern from *:
         }
         free(buf);
     }
+    /* kernel choice hoisted out of the loops: one specialised copy per kernel */
+    LK_CLONES static void lk_ham_field_d(const double* x, const double* p, int P, const int* gend, const double* ginv,
+                                         int kind, double* vx, double* vp) {
+        if (kind == 0) { lk_ham_field_d_k(x, p, P, gend, ginv, 0, vx, vp); }
+        else { lk_ham_field_d_k(x, p, P, gend, ginv, 1, vx, vp); }
+    }
 
-    LK_CLONES static void lk_ham_vjp_d(const double* x, const double* p, const double* ca, const double* cb, int P,
-                                       const int* gend, const double* ginv, int kind, double* gx, double* gp) {
+    LK_INLINE void lk_ham_vjp_d_k(const double* x, const double* p, const double* ca, const double* cb, int P,
+                                       const int* gend, const double* ginv, const int kind, double* gx, double* gp) {
         double* buf = (double*)malloc(sizeof(double) * 12 * (size_t)P);
         double *X = buf, *Y = buf + P, *PX = buf + 2 * P, *PY = buf + 3 * P, *AX = buf + 4 * P, *AY = buf + 5 * P;
         double *BX = buf + 6 * P, *BY = buf + 7 * P, *GXX = buf + 8 * P, *GXY = buf + 9 * P;
@@ -271,14 +290,87 @@ cdef extern from *:
         }
         free(buf);
     }
+    /* kernel choice hoisted out of the loops: one specialised copy per kernel */
+    LK_CLONES static void lk_ham_vjp_d(const double* x, const double* p, const double* ca, const double* cb, int P,
+                                       const int* gend, const double* ginv, int kind, double* gx, double* gp) {
+        if (kind == 0) { lk_ham_vjp_d_k(x, p, ca, cb, P, gend, ginv, 0, gx, gp); }
+        else { lk_ham_vjp_d_k(x, p, ca, cb, P, gend, ginv, 1, gx, gp); }
+    }
 
     /* Curve energy sum_{i, j} k(c1_i, c2_j) w(t1_i, t2_j) over paired blocks.  self_ != 0: c2 == c1, pairs
        j > i counted twice plus the diagonal; else j in [lo_i, hi_i).  Gradients times ``scale`` are added to
        g* when grad != 0.  w = t.s (currents) or (t.s)^2 / (|t||s|) (varifold). */
+    LK_INLINE double lk_curve_energy_d_00_k(const double* c1, const double* t1, int N1, const double* c2,
+                                              const double* t2, int N2, const int* lo, const int* hi, const double* inv1,
+                                              const int kind, int self_, double scale, double* gc1,
+                                              double* gt1, double* gc2, double* gt2) {
+        double* buf = (double*)malloc(sizeof(double) * 14 * (size_t)(N1 > N2 ? N1 : N2));
+        int M = N1 > N2 ? N1 : N2;
+        double *CX = buf, *CY = buf + M, *TX = buf + 2 * M, *TY = buf + 3 * M, *IN = buf + 4 * M;
+        double *GCX = buf + 5 * M, *GCY = buf + 6 * M, *GTX = buf + 7 * M, *GTY = buf + 8 * M;
+        double *GCXi = buf + 9 * M, *GCYi = buf + 10 * M, *GTXi = buf + 11 * M, *GTYi = buf + 12 * M;
+        double *NR = buf + 13 * M;
+        for (int j = 0; j < N2; j++) {
+            CX[j] = c2[2 * j]; CY[j] = c2[2 * j + 1]; TX[j] = t2[2 * j]; TY[j] = t2[2 * j + 1];
+            double nn = sqrt(TX[j] * TX[j] + TY[j] * TY[j]);
+            IN[j] = nn > 0 ? 1.0 / nn : 0.0;
+            NR[j] = nn;
+            GCX[j] = 0; GCY[j] = 0; GTX[j] = 0; GTY[j] = 0;
+        }
+        for (int i = 0; i < N1; i++) { GCXi[i] = 0; GCYi[i] = 0; GTXi[i] = 0; GTYi[i] = 0; }
+        const double mult = self_ ? 2.0 : 1.0;
+        double etot = 0;
+        for (int i = 0; i < N1; i++) {
+            const double ci0 = c1[2 * i], ci1 = c1[2 * i + 1], ti0 = t1[2 * i], ti1 = t1[2 * i + 1], inv = inv1[i];
+            const double nti = sqrt(ti0 * ti0 + ti1 * ti1);
+            const double ini = nti > 0 ? 1.0 / nti : 0.0;
+            int j0 = self_ ? i + 1 : lo[i], j1 = self_ ? hi[i] : hi[i];
+            double e = 0, sc0 = 0, sc1 = 0, st0 = 0, st1 = 0;
+            if (self_) {  /* diagonal: k = 1, w(t, t) = |t|^2, dw/dt = 2 t for both arguments */
+                e += ti0 * ti0 + ti1 * ti1;
+                st0 = 2 * scale * ti0; st1 = 2 * scale * ti1;
+            }
+            #pragma omp simd reduction(+:e,sc0,sc1,st0,st1)
+            for (int j = j0; j < j1; j++) {
+                double d0 = ci0 - CX[j], d1 = ci1 - CY[j];
+                double f = lk_kval_d(d0 * d0 + d1 * d1, inv, kind);
+                double dot = ti0 * TX[j] + ti1 * TY[j];
+                double w;
+                if (0) {
+                    double q = dot * ini * IN[j];
+                    w = q * dot;
+                    
+                } else {
+                    w = dot;
+                }
+                e += mult * f * w;
+            }
+            etot += e;
+            GCXi[i] += sc0; GCYi[i] += sc1; GTXi[i] += st0; GTYi[i] += st1;
+        }
+        if (0) {
+            for (int i = 0; i < N1; i++) {
+                gc1[2 * i] += GCXi[i]; gc1[2 * i + 1] += GCYi[i]; gt1[2 * i] += GTXi[i]; gt1[2 * i + 1] += GTYi[i];
+            }
+            for (int j = 0; j < N2; j++) {
+                gc2[2 * j] += GCX[j]; gc2[2 * j + 1] += GCY[j]; gt2[2 * j] += GTX[j]; gt2[2 * j + 1] += GTY[j];
+            }
+        }
+        free(buf);
+        return etot;
+    }
+    /* kernel choice hoisted out of the loops: one specialised copy per kernel */
     LK_CLONES static double lk_curve_energy_d_00(const double* c1, const double* t1, int N1, const double* c2,
                                               const double* t2, int N2, const int* lo, const int* hi, const double* inv1,
                                               int kind, int self_, double scale, double* gc1,
                                               double* gt1, double* gc2, double* gt2) {
+        if (kind == 0) { return lk_curve_energy_d_00_k(c1, t1, N1, c2, t2, N2, lo, hi, inv1, 0, self_, scale, gc1, gt1, gc2, gt2); }
+        else { return lk_curve_energy_d_00_k(c1, t1, N1, c2, t2, N2, lo, hi, inv1, 1, self_, scale, gc1, gt1, gc2, gt2); }
+    }
+    LK_INLINE double lk_curve_energy_d_01_k(const double* c1, const double* t1, int N1, const double* c2,
+                                              const double* t2, int N2, const int* lo, const int* hi, const double* inv1,
+                                              const int kind, int self_, double scale, double* gc1,
+                                              double* gt1, double* gc2, double* gt2) {
         double* buf = (double*)malloc(sizeof(double) * 14 * (size_t)(N1 > N2 ? N1 : N2));
         int M = N1 > N2 ? N1 : N2;
         double *CX = buf, *CY = buf + M, *TX = buf + 2 * M, *TY = buf + 3 * M, *IN = buf + 4 * M;
@@ -309,21 +401,32 @@ cdef extern from *:
             for (int j = j0; j < j1; j++) {
                 double d0 = ci0 - CX[j], d1 = ci1 - CY[j];
                 double f = lk_kval_d(d0 * d0 + d1 * d1, inv, kind);
+                double f1 = lk_k1_d(f, inv, kind);
                 double dot = ti0 * TX[j] + ti1 * TY[j];
-                double w;
+                double w, a0, a1, b0, b1;
                 if (0) {
                     double q = dot * ini * IN[j];
                     w = q * dot;
-                    
+                    double qq = q * q;
+                    a0 = 2 * q * TX[j] - qq * ini * ti0 * NR[j];
+                    a1 = 2 * q * TY[j] - qq * ini * ti1 * NR[j];
+                    b0 = 2 * q * ti0 - qq * IN[j] * TX[j] * nti;
+                    b1 = 2 * q * ti1 - qq * IN[j] * TY[j] * nti;
                 } else {
-                    w = dot;
+                    w = dot; a0 = TX[j]; a1 = TY[j]; b0 = ti0; b1 = ti1;
                 }
                 e += mult * f * w;
+                double qd = scale * mult * 2 * f1 * w;
+                sc0 += qd * d0; sc1 += qd * d1;
+                GCX[j] -= qd * d0; GCY[j] -= qd * d1;
+                double sf = scale * mult * f;
+                st0 += sf * a0; st1 += sf * a1;
+                GTX[j] += sf * b0; GTY[j] += sf * b1;
             }
             etot += e;
             GCXi[i] += sc0; GCYi[i] += sc1; GTXi[i] += st0; GTYi[i] += st1;
         }
-        if (0) {
+        if (1) {
             for (int i = 0; i < N1; i++) {
                 gc1[2 * i] += GCXi[i]; gc1[2 * i + 1] += GCYi[i]; gt1[2 * i] += GTXi[i]; gt1[2 * i + 1] += GTYi[i];
             }
@@ -334,79 +437,17 @@ cdef extern from *:
         free(buf);
         return etot;
     }
+    /* kernel choice hoisted out of the loops: one specialised copy per kernel */
     LK_CLONES static double lk_curve_energy_d_01(const double* c1, const double* t1, int N1, const double* c2,
                                               const double* t2, int N2, const int* lo, const int* hi, const double* inv1,
                                               int kind, int self_, double scale, double* gc1,
                                               double* gt1, double* gc2, double* gt2) {
-        double* buf = (double*)malloc(sizeof(double) * 14 * (size_t)(N1 > N2 ? N1 : N2));
-        int M = N1 > N2 ? N1 : N2;
-        double *CX = buf, *CY = buf + M, *TX = buf + 2 * M, *TY = buf + 3 * M, *IN = buf + 4 * M;
-        double *GCX = buf + 5 * M, *GCY = buf + 6 * M, *GTX = buf + 7 * M, *GTY = buf + 8 * M;
-        double *GCXi = buf + 9 * M, *GCYi = buf + 10 * M, *GTXi = buf + 11 * M, *GTYi = buf + 12 * M;
-        double *NR = buf + 13 * M;
-        for (int j = 0; j < N2; j++) {
-            CX[j] = c2[2 * j]; CY[j] = c2[2 * j + 1]; TX[j] = t2[2 * j]; TY[j] = t2[2 * j + 1];
-            double nn = sqrt(TX[j] * TX[j] + TY[j] * TY[j]);
-            IN[j] = nn > 0 ? 1.0 / nn : 0.0;
-            NR[j] = nn;
-            GCX[j] = 0; GCY[j] = 0; GTX[j] = 0; GTY[j] = 0;
-        }
-        for (int i = 0; i < N1; i++) { GCXi[i] = 0; GCYi[i] = 0; GTXi[i] = 0; GTYi[i] = 0; }
-        const double mult = self_ ? 2.0 : 1.0;
-        double etot = 0;
-        for (int i = 0; i < N1; i++) {
-            const double ci0 = c1[2 * i], ci1 = c1[2 * i + 1], ti0 = t1[2 * i], ti1 = t1[2 * i + 1], inv = inv1[i];
-            const double nti = sqrt(ti0 * ti0 + ti1 * ti1);
-            const double ini = nti > 0 ? 1.0 / nti : 0.0;
-            int j0 = self_ ? i + 1 : lo[i], j1 = self_ ? hi[i] : hi[i];
-            double e = 0, sc0 = 0, sc1 = 0, st0 = 0, st1 = 0;
-            if (self_) {  /* diagonal: k = 1, w(t, t) = |t|^2, dw/dt = 2 t for both arguments */
-                e += ti0 * ti0 + ti1 * ti1;
-                st0 = 2 * scale * ti0; st1 = 2 * scale * ti1;
-            }
-            #pragma omp simd reduction(+:e,sc0,sc1,st0,st1)
-            for (int j = j0; j < j1; j++) {
-                double d0 = ci0 - CX[j], d1 = ci1 - CY[j];
-                double f = lk_kval_d(d0 * d0 + d1 * d1, inv, kind);
-                double f1 = lk_k1_d(f, inv, kind);
-                double dot = ti0 * TX[j] + ti1 * TY[j];
-                double w, a0, a1, b0, b1;
-                if (0) {
-                    double q = dot * ini * IN[j];
-                    w = q * dot;
-                    double qq = q * q;
-                    a0 = 2 * q * TX[j] - qq * ini * ti0 * NR[j];
-                    a1 = 2 * q * TY[j] - qq * ini * ti1 * NR[j];
-                    b0 = 2 * q * ti0 - qq * IN[j] * TX[j] * nti;
-                    b1 = 2 * q * ti1 - qq * IN[j] * TY[j] * nti;
-                } else {
-                    w = dot; a0 = TX[j]; a1 = TY[j]; b0 = ti0; b1 = ti1;
-                }
-                e += mult * f * w;
-                double qd = scale * mult * 2 * f1 * w;
-                sc0 += qd * d0; sc1 += qd * d1;
-                GCX[j] -= qd * d0; GCY[j] -= qd * d1;
-                double sf = scale * mult * f;
-                st0 += sf * a0; st1 += sf * a1;
-                GTX[j] += sf * b0; GTY[j] += sf * b1;
-            }
-            etot += e;
-            GCXi[i] += sc0; GCYi[i] += sc1; GTXi[i] += st0; GTYi[i] += st1;
-        }
-        if (1) {
-            for (int i = 0; i < N1; i++) {
-                gc1[2 * i] += GCXi[i]; gc1[2 * i + 1] += GCYi[i]; gt1[2 * i] += GTXi[i]; gt1[2 * i + 1] += GTYi[i];
-            }
-            for (int j = 0; j < N2; j++) {
-                gc2[2 * j] += GCX[j]; gc2[2 * j + 1] += GCY[j]; gt2[2 * j] += GTX[j]; gt2[2 * j + 1] += GTY[j];
-            }
-        }
-        free(buf);
-        return etot;
+        if (kind == 0) { return lk_curve_energy_d_01_k(c1, t1, N1, c2, t2, N2, lo, hi, inv1, 0, self_, scale, gc1, gt1, gc2, gt2); }
+        else { return lk_curve_energy_d_01_k(c1, t1, N1, c2, t2, N2, lo, hi, inv1, 1, self_, scale, gc1, gt1, gc2, gt2); }
     }
-    LK_CLONES static double lk_curve_energy_d_10(const double* c1, const double* t1, int N1, const double* c2,
+    LK_INLINE double lk_curve_energy_d_10_k(const double* c1, const double* t1, int N1, const double* c2,
                                               const double* t2, int N2, const int* lo, const int* hi, const double* inv1,
-                                              int kind, int self_, double scale, double* gc1,
+                                              const int kind, int self_, double scale, double* gc1,
                                               double* gt1, double* gc2, double* gt2) {
         double* buf = (double*)malloc(sizeof(double) * 14 * (size_t)(N1 > N2 ? N1 : N2));
         int M = N1 > N2 ? N1 : N2;
@@ -463,9 +504,17 @@ cdef extern from *:
         free(buf);
         return etot;
     }
-    LK_CLONES static double lk_curve_energy_d_11(const double* c1, const double* t1, int N1, const double* c2,
+    /* kernel choice hoisted out of the loops: one specialised copy per kernel */
+    LK_CLONES static double lk_curve_energy_d_10(const double* c1, const double* t1, int N1, const double* c2,
                                               const double* t2, int N2, const int* lo, const int* hi, const double* inv1,
                                               int kind, int self_, double scale, double* gc1,
+                                              double* gt1, double* gc2, double* gt2) {
+        if (kind == 0) { return lk_curve_energy_d_10_k(c1, t1, N1, c2, t2, N2, lo, hi, inv1, 0, self_, scale, gc1, gt1, gc2, gt2); }
+        else { return lk_curve_energy_d_10_k(c1, t1, N1, c2, t2, N2, lo, hi, inv1, 1, self_, scale, gc1, gt1, gc2, gt2); }
+    }
+    LK_INLINE double lk_curve_energy_d_11_k(const double* c1, const double* t1, int N1, const double* c2,
+                                              const double* t2, int N2, const int* lo, const int* hi, const double* inv1,
+                                              const int kind, int self_, double scale, double* gc1,
                                               double* gt1, double* gc2, double* gt2) {
         double* buf = (double*)malloc(sizeof(double) * 14 * (size_t)(N1 > N2 ? N1 : N2));
         int M = N1 > N2 ? N1 : N2;
@@ -532,6 +581,14 @@ cdef extern from *:
         }
         free(buf);
         return etot;
+    }
+    /* kernel choice hoisted out of the loops: one specialised copy per kernel */
+    LK_CLONES static double lk_curve_energy_d_11(const double* c1, const double* t1, int N1, const double* c2,
+                                              const double* t2, int N2, const int* lo, const int* hi, const double* inv1,
+                                              int kind, int self_, double scale, double* gc1,
+                                              double* gt1, double* gc2, double* gt2) {
+        if (kind == 0) { return lk_curve_energy_d_11_k(c1, t1, N1, c2, t2, N2, lo, hi, inv1, 0, self_, scale, gc1, gt1, gc2, gt2); }
+        else { return lk_curve_energy_d_11_k(c1, t1, N1, c2, t2, N2, lo, hi, inv1, 1, self_, scale, gc1, gt1, gc2, gt2); }
     }
     static double lk_curve_energy_d(const double* c1, const double* t1, int N1, const double* c2, const double* t2,
                                     int N2, const int* lo, const int* hi, const double* inv1, int kind, int vari,
@@ -557,8 +614,8 @@ cdef extern from *:
         return kind == 0 ? inv * inv * f : 2.0f * inv * inv * f * f * f;
     }
 
-    LK_CLONES static void lk_velocity_f(const float* x, const float* a, int P, const int* gend, const float* ginv,
-                                        int kind, float* v) {
+    LK_INLINE void lk_velocity_f_k(const float* x, const float* a, int P, const int* gend, const float* ginv,
+                                        const int kind, float* v) {
         float* buf = (float*)malloc(sizeof(float) * 6 * (size_t)P);
         float *X = buf, *Y = buf + P, *AX = buf + 2 * P, *AY = buf + 3 * P, *VX = buf + 4 * P, *VY = buf + 5 * P;
         for (int i = 0; i < P; i++) {
@@ -581,9 +638,15 @@ cdef extern from *:
         for (int i = 0; i < P; i++) { v[2 * i] = VX[i]; v[2 * i + 1] = VY[i]; }
         free(buf);
     }
+    /* kernel choice hoisted out of the loops: one specialised copy per kernel */
+    LK_CLONES static void lk_velocity_f(const float* x, const float* a, int P, const int* gend, const float* ginv,
+                                        int kind, float* v) {
+        if (kind == 0) { lk_velocity_f_k(x, a, P, gend, ginv, 0, v); }
+        else { lk_velocity_f_k(x, a, P, gend, ginv, 1, v); }
+    }
 
-    LK_CLONES static void lk_velocity_vjp_f(const float* x, const float* a, const float* lam, int P, const int* gend,
-                                            const float* ginv, int kind, float h, float* dx, float* ga) {
+    LK_INLINE void lk_velocity_vjp_f_k(const float* x, const float* a, const float* lam, int P, const int* gend,
+                                            const float* ginv, const int kind, float h, float* dx, float* ga) {
         float* buf = (float*)malloc(sizeof(float) * 10 * (size_t)P);
         float *X = buf, *Y = buf + P, *AX = buf + 2 * P, *AY = buf + 3 * P, *LX = buf + 4 * P, *LY = buf + 5 * P;
         float *DX = buf + 6 * P, *DY = buf + 7 * P, *GX = buf + 8 * P, *GY = buf + 9 * P;
@@ -616,9 +679,15 @@ cdef extern from *:
         }
         free(buf);
     }
+    /* kernel choice hoisted out of the loops: one specialised copy per kernel */
+    LK_CLONES static void lk_velocity_vjp_f(const float* x, const float* a, const float* lam, int P, const int* gend,
+                                            const float* ginv, int kind, float h, float* dx, float* ga) {
+        if (kind == 0) { lk_velocity_vjp_f_k(x, a, lam, P, gend, ginv, 0, h, dx, ga); }
+        else { lk_velocity_vjp_f_k(x, a, lam, P, gend, ginv, 1, h, dx, ga); }
+    }
 
-    LK_CLONES static void lk_ham_field_f(const float* x, const float* p, int P, const int* gend, const float* ginv,
-                                         int kind, float* vx, float* vp) {
+    LK_INLINE void lk_ham_field_f_k(const float* x, const float* p, int P, const int* gend, const float* ginv,
+                                         const int kind, float* vx, float* vp) {
         float* buf = (float*)malloc(sizeof(float) * 8 * (size_t)P);
         float *X = buf, *Y = buf + P, *PX = buf + 2 * P, *PY = buf + 3 * P;
         float *VX = buf + 4 * P, *VY = buf + 5 * P, *QX = buf + 6 * P, *QY = buf + 7 * P;
@@ -648,9 +717,15 @@ cdef extern from *:
         }
         free(buf);
     }
+    /* kernel choice hoisted out of the loops: one specialised copy per kernel */
+    LK_CLONES static void lk_ham_field_f(const float* x, const float* p, int P, const int* gend, const float* ginv,
+                                         int kind, float* vx, float* vp) {
+        if (kind == 0) { lk_ham_field_f_k(x, p, P, gend, ginv, 0, vx, vp); }
+        else { lk_ham_field_f_k(x, p, P, gend, ginv, 1, vx, vp); }
+    }
 
-    LK_CLONES static void lk_ham_vjp_f(const float* x, const float* p, const float* ca, const float* cb, int P,
-                                       const int* gend, const float* ginv, int kind, float* gx, float* gp) {
+    LK_INLINE void lk_ham_vjp_f_k(const float* x, const float* p, const float* ca, const float* cb, int P,
+                                       const int* gend, const float* ginv, const int kind, float* gx, float* gp) {
         float* buf = (float*)malloc(sizeof(float) * 12 * (size_t)P);
         float *X = buf, *Y = buf + P, *PX = buf + 2 * P, *PY = buf + 3 * P, *AX = buf + 4 * P, *AY = buf + 5 * P;
         float *BX = buf + 6 * P, *BY = buf + 7 * P, *GXX = buf + 8 * P, *GXY = buf + 9 * P;
@@ -689,14 +764,87 @@ cdef extern from *:
         }
         free(buf);
     }
+    /* kernel choice hoisted out of the loops: one specialised copy per kernel */
+    LK_CLONES static void lk_ham_vjp_f(const float* x, const float* p, const float* ca, const float* cb, int P,
+                                       const int* gend, const float* ginv, int kind, float* gx, float* gp) {
+        if (kind == 0) { lk_ham_vjp_f_k(x, p, ca, cb, P, gend, ginv, 0, gx, gp); }
+        else { lk_ham_vjp_f_k(x, p, ca, cb, P, gend, ginv, 1, gx, gp); }
+    }
 
     /* Curve energy sum_{i, j} k(c1_i, c2_j) w(t1_i, t2_j) over paired blocks.  self_ != 0: c2 == c1, pairs
        j > i counted twice plus the diagonal; else j in [lo_i, hi_i).  Gradients times ``scale`` are added to
        g* when grad != 0.  w = t.s (currents) or (t.s)^2 / (|t||s|) (varifold). */
+    LK_INLINE float lk_curve_energy_f_00_k(const float* c1, const float* t1, int N1, const float* c2,
+                                              const float* t2, int N2, const int* lo, const int* hi, const float* inv1,
+                                              const int kind, int self_, float scale, float* gc1,
+                                              float* gt1, float* gc2, float* gt2) {
+        float* buf = (float*)malloc(sizeof(float) * 14 * (size_t)(N1 > N2 ? N1 : N2));
+        int M = N1 > N2 ? N1 : N2;
+        float *CX = buf, *CY = buf + M, *TX = buf + 2 * M, *TY = buf + 3 * M, *IN = buf + 4 * M;
+        float *GCX = buf + 5 * M, *GCY = buf + 6 * M, *GTX = buf + 7 * M, *GTY = buf + 8 * M;
+        float *GCXi = buf + 9 * M, *GCYi = buf + 10 * M, *GTXi = buf + 11 * M, *GTYi = buf + 12 * M;
+        float *NR = buf + 13 * M;
+        for (int j = 0; j < N2; j++) {
+            CX[j] = c2[2 * j]; CY[j] = c2[2 * j + 1]; TX[j] = t2[2 * j]; TY[j] = t2[2 * j + 1];
+            float nn = sqrtf(TX[j] * TX[j] + TY[j] * TY[j]);
+            IN[j] = nn > 0 ? 1.0f / nn : 0.0f;
+            NR[j] = nn;
+            GCX[j] = 0; GCY[j] = 0; GTX[j] = 0; GTY[j] = 0;
+        }
+        for (int i = 0; i < N1; i++) { GCXi[i] = 0; GCYi[i] = 0; GTXi[i] = 0; GTYi[i] = 0; }
+        const float mult = self_ ? 2.0f : 1.0f;
+        float etot = 0;
+        for (int i = 0; i < N1; i++) {
+            const float ci0 = c1[2 * i], ci1 = c1[2 * i + 1], ti0 = t1[2 * i], ti1 = t1[2 * i + 1], inv = inv1[i];
+            const float nti = sqrtf(ti0 * ti0 + ti1 * ti1);
+            const float ini = nti > 0 ? 1.0f / nti : 0.0f;
+            int j0 = self_ ? i + 1 : lo[i], j1 = self_ ? hi[i] : hi[i];
+            float e = 0, sc0 = 0, sc1 = 0, st0 = 0, st1 = 0;
+            if (self_) {  /* diagonal: k = 1, w(t, t) = |t|^2, dw/dt = 2 t for both arguments */
+                e += ti0 * ti0 + ti1 * ti1;
+                st0 = 2 * scale * ti0; st1 = 2 * scale * ti1;
+            }
+            #pragma omp simd reduction(+:e,sc0,sc1,st0,st1)
+            for (int j = j0; j < j1; j++) {
+                float d0 = ci0 - CX[j], d1 = ci1 - CY[j];
+                float f = lk_kval_f(d0 * d0 + d1 * d1, inv, kind);
+                float dot = ti0 * TX[j] + ti1 * TY[j];
+                float w;
+                if (0) {
+                    float q = dot * ini * IN[j];
+                    w = q * dot;
+                    
+                } else {
+                    w = dot;
+                }
+                e += mult * f * w;
+            }
+            etot += e;
+            GCXi[i] += sc0; GCYi[i] += sc1; GTXi[i] += st0; GTYi[i] += st1;
+        }
+        if (0) {
+            for (int i = 0; i < N1; i++) {
+                gc1[2 * i] += GCXi[i]; gc1[2 * i + 1] += GCYi[i]; gt1[2 * i] += GTXi[i]; gt1[2 * i + 1] += GTYi[i];
+            }
+            for (int j = 0; j < N2; j++) {
+                gc2[2 * j] += GCX[j]; gc2[2 * j + 1] += GCY[j]; gt2[2 * j] += GTX[j]; gt2[2 * j + 1] += GTY[j];
+            }
+        }
+        free(buf);
+        return etot;
+    }
+    /* kernel choice hoisted out of the loops: one specialised copy per kernel */
     LK_CLONES static float lk_curve_energy_f_00(const float* c1, const float* t1, int N1, const float* c2,
                                               const float* t2, int N2, const int* lo, const int* hi, const float* inv1,
                                               int kind, int self_, float scale, float* gc1,
                                               float* gt1, float* gc2, float* gt2) {
+        if (kind == 0) { return lk_curve_energy_f_00_k(c1, t1, N1, c2, t2, N2, lo, hi, inv1, 0, self_, scale, gc1, gt1, gc2, gt2); }
+        else { return lk_curve_energy_f_00_k(c1, t1, N1, c2, t2, N2, lo, hi, inv1, 1, self_, scale, gc1, gt1, gc2, gt2); }
+    }
+    LK_INLINE float lk_curve_energy_f_01_k(const float* c1, const float* t1, int N1, const float* c2,
+                                              const float* t2, int N2, const int* lo, const int* hi, const float* inv1,
+                                              const int kind, int self_, float scale, float* gc1,
+                                              float* gt1, float* gc2, float* gt2) {
         float* buf = (float*)malloc(sizeof(float) * 14 * (size_t)(N1 > N2 ? N1 : N2));
         int M = N1 > N2 ? N1 : N2;
         float *CX = buf, *CY = buf + M, *TX = buf + 2 * M, *TY = buf + 3 * M, *IN = buf + 4 * M;
@@ -727,21 +875,32 @@ cdef extern from *:
             for (int j = j0; j < j1; j++) {
                 float d0 = ci0 - CX[j], d1 = ci1 - CY[j];
                 float f = lk_kval_f(d0 * d0 + d1 * d1, inv, kind);
+                float f1 = lk_k1_f(f, inv, kind);
                 float dot = ti0 * TX[j] + ti1 * TY[j];
-                float w;
+                float w, a0, a1, b0, b1;
                 if (0) {
                     float q = dot * ini * IN[j];
                     w = q * dot;
-                    
+                    float qq = q * q;
+                    a0 = 2 * q * TX[j] - qq * ini * ti0 * NR[j];
+                    a1 = 2 * q * TY[j] - qq * ini * ti1 * NR[j];
+                    b0 = 2 * q * ti0 - qq * IN[j] * TX[j] * nti;
+                    b1 = 2 * q * ti1 - qq * IN[j] * TY[j] * nti;
                 } else {
-                    w = dot;
+                    w = dot; a0 = TX[j]; a1 = TY[j]; b0 = ti0; b1 = ti1;
                 }
                 e += mult * f * w;
+                float qd = scale * mult * 2 * f1 * w;
+                sc0 += qd * d0; sc1 += qd * d1;
+                GCX[j] -= qd * d0; GCY[j] -= qd * d1;
+                float sf = scale * mult * f;
+                st0 += sf * a0; st1 += sf * a1;
+                GTX[j] += sf * b0; GTY[j] += sf * b1;
             }
             etot += e;
             GCXi[i] += sc0; GCYi[i] += sc1; GTXi[i] += st0; GTYi[i] += st1;
         }
-        if (0) {
+        if (1) {
             for (int i = 0; i < N1; i++) {
                 gc1[2 * i] += GCXi[i]; gc1[2 * i + 1] += GCYi[i]; gt1[2 * i] += GTXi[i]; gt1[2 * i + 1] += GTYi[i];
             }
@@ -752,79 +911,17 @@ cdef extern from *:
         free(buf);
         return etot;
     }
+    /* kernel choice hoisted out of the loops: one specialised copy per kernel */
     LK_CLONES static float lk_curve_energy_f_01(const float* c1, const float* t1, int N1, const float* c2,
                                               const float* t2, int N2, const int* lo, const int* hi, const float* inv1,
                                               int kind, int self_, float scale, float* gc1,
                                               float* gt1, float* gc2, float* gt2) {
-        float* buf = (float*)malloc(sizeof(float) * 14 * (size_t)(N1 > N2 ? N1 : N2));
-        int M = N1 > N2 ? N1 : N2;
-        float *CX = buf, *CY = buf + M, *TX = buf + 2 * M, *TY = buf + 3 * M, *IN = buf + 4 * M;
-        float *GCX = buf + 5 * M, *GCY = buf + 6 * M, *GTX = buf + 7 * M, *GTY = buf + 8 * M;
-        float *GCXi = buf + 9 * M, *GCYi = buf + 10 * M, *GTXi = buf + 11 * M, *GTYi = buf + 12 * M;
-        float *NR = buf + 13 * M;
-        for (int j = 0; j < N2; j++) {
-            CX[j] = c2[2 * j]; CY[j] = c2[2 * j + 1]; TX[j] = t2[2 * j]; TY[j] = t2[2 * j + 1];
-            float nn = sqrtf(TX[j] * TX[j] + TY[j] * TY[j]);
-            IN[j] = nn > 0 ? 1.0f / nn : 0.0f;
-            NR[j] = nn;
-            GCX[j] = 0; GCY[j] = 0; GTX[j] = 0; GTY[j] = 0;
-        }
-        for (int i = 0; i < N1; i++) { GCXi[i] = 0; GCYi[i] = 0; GTXi[i] = 0; GTYi[i] = 0; }
-        const float mult = self_ ? 2.0f : 1.0f;
-        float etot = 0;
-        for (int i = 0; i < N1; i++) {
-            const float ci0 = c1[2 * i], ci1 = c1[2 * i + 1], ti0 = t1[2 * i], ti1 = t1[2 * i + 1], inv = inv1[i];
-            const float nti = sqrtf(ti0 * ti0 + ti1 * ti1);
-            const float ini = nti > 0 ? 1.0f / nti : 0.0f;
-            int j0 = self_ ? i + 1 : lo[i], j1 = self_ ? hi[i] : hi[i];
-            float e = 0, sc0 = 0, sc1 = 0, st0 = 0, st1 = 0;
-            if (self_) {  /* diagonal: k = 1, w(t, t) = |t|^2, dw/dt = 2 t for both arguments */
-                e += ti0 * ti0 + ti1 * ti1;
-                st0 = 2 * scale * ti0; st1 = 2 * scale * ti1;
-            }
-            #pragma omp simd reduction(+:e,sc0,sc1,st0,st1)
-            for (int j = j0; j < j1; j++) {
-                float d0 = ci0 - CX[j], d1 = ci1 - CY[j];
-                float f = lk_kval_f(d0 * d0 + d1 * d1, inv, kind);
-                float f1 = lk_k1_f(f, inv, kind);
-                float dot = ti0 * TX[j] + ti1 * TY[j];
-                float w, a0, a1, b0, b1;
-                if (0) {
-                    float q = dot * ini * IN[j];
-                    w = q * dot;
-                    float qq = q * q;
-                    a0 = 2 * q * TX[j] - qq * ini * ti0 * NR[j];
-                    a1 = 2 * q * TY[j] - qq * ini * ti1 * NR[j];
-                    b0 = 2 * q * ti0 - qq * IN[j] * TX[j] * nti;
-                    b1 = 2 * q * ti1 - qq * IN[j] * TY[j] * nti;
-                } else {
-                    w = dot; a0 = TX[j]; a1 = TY[j]; b0 = ti0; b1 = ti1;
-                }
-                e += mult * f * w;
-                float qd = scale * mult * 2 * f1 * w;
-                sc0 += qd * d0; sc1 += qd * d1;
-                GCX[j] -= qd * d0; GCY[j] -= qd * d1;
-                float sf = scale * mult * f;
-                st0 += sf * a0; st1 += sf * a1;
-                GTX[j] += sf * b0; GTY[j] += sf * b1;
-            }
-            etot += e;
-            GCXi[i] += sc0; GCYi[i] += sc1; GTXi[i] += st0; GTYi[i] += st1;
-        }
-        if (1) {
-            for (int i = 0; i < N1; i++) {
-                gc1[2 * i] += GCXi[i]; gc1[2 * i + 1] += GCYi[i]; gt1[2 * i] += GTXi[i]; gt1[2 * i + 1] += GTYi[i];
-            }
-            for (int j = 0; j < N2; j++) {
-                gc2[2 * j] += GCX[j]; gc2[2 * j + 1] += GCY[j]; gt2[2 * j] += GTX[j]; gt2[2 * j + 1] += GTY[j];
-            }
-        }
-        free(buf);
-        return etot;
+        if (kind == 0) { return lk_curve_energy_f_01_k(c1, t1, N1, c2, t2, N2, lo, hi, inv1, 0, self_, scale, gc1, gt1, gc2, gt2); }
+        else { return lk_curve_energy_f_01_k(c1, t1, N1, c2, t2, N2, lo, hi, inv1, 1, self_, scale, gc1, gt1, gc2, gt2); }
     }
-    LK_CLONES static float lk_curve_energy_f_10(const float* c1, const float* t1, int N1, const float* c2,
+    LK_INLINE float lk_curve_energy_f_10_k(const float* c1, const float* t1, int N1, const float* c2,
                                               const float* t2, int N2, const int* lo, const int* hi, const float* inv1,
-                                              int kind, int self_, float scale, float* gc1,
+                                              const int kind, int self_, float scale, float* gc1,
                                               float* gt1, float* gc2, float* gt2) {
         float* buf = (float*)malloc(sizeof(float) * 14 * (size_t)(N1 > N2 ? N1 : N2));
         int M = N1 > N2 ? N1 : N2;
@@ -881,9 +978,17 @@ cdef extern from *:
         free(buf);
         return etot;
     }
-    LK_CLONES static float lk_curve_energy_f_11(const float* c1, const float* t1, int N1, const float* c2,
+    /* kernel choice hoisted out of the loops: one specialised copy per kernel */
+    LK_CLONES static float lk_curve_energy_f_10(const float* c1, const float* t1, int N1, const float* c2,
                                               const float* t2, int N2, const int* lo, const int* hi, const float* inv1,
                                               int kind, int self_, float scale, float* gc1,
+                                              float* gt1, float* gc2, float* gt2) {
+        if (kind == 0) { return lk_curve_energy_f_10_k(c1, t1, N1, c2, t2, N2, lo, hi, inv1, 0, self_, scale, gc1, gt1, gc2, gt2); }
+        else { return lk_curve_energy_f_10_k(c1, t1, N1, c2, t2, N2, lo, hi, inv1, 1, self_, scale, gc1, gt1, gc2, gt2); }
+    }
+    LK_INLINE float lk_curve_energy_f_11_k(const float* c1, const float* t1, int N1, const float* c2,
+                                              const float* t2, int N2, const int* lo, const int* hi, const float* inv1,
+                                              const int kind, int self_, float scale, float* gc1,
                                               float* gt1, float* gc2, float* gt2) {
         float* buf = (float*)malloc(sizeof(float) * 14 * (size_t)(N1 > N2 ? N1 : N2));
         int M = N1 > N2 ? N1 : N2;
@@ -950,6 +1055,14 @@ cdef extern from *:
         }
         free(buf);
         return etot;
+    }
+    /* kernel choice hoisted out of the loops: one specialised copy per kernel */
+    LK_CLONES static float lk_curve_energy_f_11(const float* c1, const float* t1, int N1, const float* c2,
+                                              const float* t2, int N2, const int* lo, const int* hi, const float* inv1,
+                                              int kind, int self_, float scale, float* gc1,
+                                              float* gt1, float* gc2, float* gt2) {
+        if (kind == 0) { return lk_curve_energy_f_11_k(c1, t1, N1, c2, t2, N2, lo, hi, inv1, 0, self_, scale, gc1, gt1, gc2, gt2); }
+        else { return lk_curve_energy_f_11_k(c1, t1, N1, c2, t2, N2, lo, hi, inv1, 1, self_, scale, gc1, gt1, gc2, gt2); }
     }
     static float lk_curve_energy_f(const float* c1, const float* t1, int N1, const float* c2, const float* t2,
                                     int N2, const int* lo, const int* hi, const float* inv1, int kind, int vari,

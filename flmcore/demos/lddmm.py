@@ -367,7 +367,7 @@ def run(ctx) -> str:
     shapes = load_helen68(ctx.data_dir)
     n = 10 if ctx.quick else 100
     res = sparse_to_dense(shapes, subset=n, rng=ctx.seed, n_steps=5 if ctx.quick else 10,
-                          max_iter=30 if ctx.quick else 100, with_ssr=True, with_all_points=False,
+                          max_iter=30 if ctx.quick else 100, gamma=1e-3, with_ssr=True, with_all_points=False,
                           progress=ctx.progress)
     out = Path(ctx.out_dir)
     out.mkdir(parents=True, exist_ok=True)

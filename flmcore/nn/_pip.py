@@ -118,11 +118,13 @@ class PIPHead(nn.Module):
         Neighbours ``C`` per landmark (0 disables the neighbour regression module;
         the neighbour outputs are then ``(B, 0, H, W)``).
 
-    Returns (forward)
-    -----------------
-    tuple of 5 tensors
-        ``(score, offset_x, offset_y, neighbor_x, neighbor_y)`` with shapes
-        ``(B, N, H, W)`` x 3 and ``(B, N * C, H, W)`` x 2 (official layout).
+    Notes
+    -----
+    ``forward(features)`` maps ``(B, in_channels, H, W)`` features to the tuple
+    ``(score, offset_x, offset_y, neighbor_x, neighbor_y)`` with shapes
+    ``(B, N, H, W)`` x 3 and ``(B, N * C, H, W)`` x 2 (official layout; channel
+    ``i * C + c`` of the neighbour maps is landmark ``i``'s neighbour ``c``).
+    Weights are initialised as in the official code (normal, std 0.001; zero bias).
 
     Examples
     --------

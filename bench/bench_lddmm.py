@@ -300,7 +300,8 @@ def experiment_train(args):
     }
     print(json.dumps(res, indent=1))
     if args.figures:
-        _plot_cross(imgs[test[:3]], pred68[:3], pred29[:3], y29[test[:3]], ROOT / "docs" / "_static" / "lddmm_cross_scheme.png")
+        _plot_cross(imgs[test[:3]], pred68[:3], pred29[:3], y29[test[:3]],
+                    ROOT / "docs" / "_static" / "lddmm_cross_scheme.png")
     return res
 
 

@@ -121,7 +121,8 @@ def _tps(placed, target_kept, kept):
 
 
 def sparse_to_dense(shapes: np.ndarray, *, scheme="ibug68", n_folds: int = 2, subset: Optional[int] = None,
-                    rng=0, n_steps: int = 10, mode: str = "flow", beta: float = 0.1, gamma: float = 0.0, max_iter: int = 100, sigma_factor: float = 1.0,
+                    rng=0, n_steps: int = 10, mode: str = "flow", beta: float = 0.1, gamma: float = 0.0,
+                    max_iter: int = 100, sigma_factor: float = 1.0,
                     with_ssr: bool = True, with_all_points: bool = True, progress=None) -> Dict[str, object]:
     """Sparse-to-dense evaluation on real shapes (the tables of docs/guide/lddmm.rst).
 
@@ -184,7 +185,6 @@ def sparse_to_dense(shapes: np.ndarray, *, scheme="ibug68", n_folds: int = 2, su
         it = test if progress is None else progress(test, desc=f"LDDMM sparse-to-dense fold {f + 1}/{n_folds}")
         for b in it:
             tgt = shapes[b][kept]
-            placed, _ = align(mean[kept], tgt)
             _, T = align(mean[kept], tgt)
             placed = T.apply(mean)
             t0 = time.perf_counter()
@@ -227,7 +227,8 @@ def sparse_to_dense(shapes: np.ndarray, *, scheme="ibug68", n_folds: int = 2, su
                 continue
             t0 = time.perf_counter()
             res_b = lddmm.register(placed, tgt, curves=curves, target_indices=kept, beta=beta,
-                                   sigma_v=sigma_factor * lddmm.curve_sigmas(placed, curves), gamma=gamma, n_steps=n_steps,
+                                   sigma_v=sigma_factor * lddmm.curve_sigmas(placed, curves), gamma=gamma,
+                                   n_steps=n_steps,
                                    mode=mode, max_iter=max_iter, num_threads=1)
             p = res_b.deformed.copy()
             p[kept] = tgt

@@ -184,10 +184,10 @@ def run_bench(args):
     import torch
 
     keops = _have_keops() and not args.no_keops
-    Ps = [98] if args.quick else [68, 98, 194]
-    dtypes = [torch.float32] if args.quick else [torch.float32, torch.float64]
-    threads = [1] if args.quick else [1, 2]
-    tasks = ["flow", "shoot", "currents"]
+    Ps = args.P or ([98] if args.quick else [68, 98, 194])
+    dtypes = [getattr(torch, d) for d in (args.dtypes or (["float32"] if args.quick else ["float32", "float64"]))]
+    threads = args.threads or ([1] if args.quick else [1, 2])
+    tasks = args.tasks or ["flow", "shoot", "currents"]
     B, T = args.batch, args.steps
     rows = []
     repeat = 3 if args.quick else 7
@@ -330,6 +330,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--no-keops", action="store_true")
+    ap.add_argument("--P", type=int, nargs="+", help="point counts (default 68 98 194; quick: 98)")
+    ap.add_argument("--dtypes", nargs="+", choices=["float32", "float64"])
+    ap.add_argument("--threads", type=int, nargs="+", help="thread counts (default 1 2; quick: 1)")
+    ap.add_argument("--tasks", nargs="+", choices=["flow", "shoot", "currents"])
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--experiment", choices=["sparse", "train"], help="run a real-data experiment instead")
     ap.add_argument("--subset", type=int, default=None, help="sparse: number of faces (default all 870)")

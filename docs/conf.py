@@ -17,7 +17,14 @@ extensions = [
     "sphinx.ext.viewcode",
     "numpydoc",
 ]
-autodoc_default_options = {"members": True, "undoc-members": False, "show-inheritance": False}
+autodoc_default_options = {
+    "members": True,
+    "undoc-members": False,
+    "show-inheritance": False,
+    # scikit-learn generates these request methods on every estimator subclass
+    "exclude-members": "set_fit_request, set_predict_request, set_score_request, set_transform_request, "
+                       "set_partial_fit_request, get_metadata_routing",
+}
 autodoc_typehints = "none"
 autodoc_member_order = "bysource"
 numpydoc_show_class_members = False

@@ -64,16 +64,54 @@ _STATUS = {0: "tau", 1: "end", 2: "max_iter"}
 
 
 # --------------------------------------------------------------------------- kernel wrappers
+def _omp_runtimes():
+    """OpenMP runtimes numba's 'omp' threading layer may call, as ``(get, set)`` ctypes pairs.
+
+    Numba's 'omp' layer calls ``omp_set_num_threads(n)`` on the launching thread
+    at every parallel launch.  That per-thread setting belongs to whichever
+    OpenMP runtime the symbol binds to, which is the first one in the process's
+    global scope (e.g. one loaded ``RTLD_GLOBAL`` by another framework, whose
+    intra-op thread count then changes) or else numba's own dependency.  Both
+    candidates are returned (deduplicated) so :func:`_run_threads` can restore
+    them.  Empty when numba's OpenMP pool is not available.
+    """
+    import ctypes
+
+    try:
+        from numba.np.ufunc import omppool
+    except ImportError:
+        return []
+    out, seen = [], set()
+    for path in (None, omppool.__file__):  # global scope first, then numba's own dependency
+        try:
+            lib = ctypes.CDLL(path)
+            get, set_ = lib.omp_get_max_threads, lib.omp_set_num_threads
+        except (OSError, AttributeError):
+            continue
+        addr = ctypes.cast(get, ctypes.c_void_p).value
+        if addr in seen:
+            continue
+        seen.add(addr)
+        get.restype, get.argtypes = ctypes.c_int, []
+        set_.restype, set_.argtypes = None, [ctypes.c_int]
+        out.append((get, set_))
+    return out
+
+
 def _run_threads(num_threads, fn, *args):
     import numba
 
     n = min(check_num_threads(num_threads), numba.config.NUMBA_NUM_THREADS)
     old = numba.get_num_threads()
+    # numba's 'omp' layer leaks its thread count into the shared OpenMP runtime: save and restore it
+    omp = [(get(), set_) for get, set_ in _omp_runtimes()]
     numba.set_num_threads(n)
     try:
         return fn(*args)
     finally:
         numba.set_num_threads(old)
+        for before, set_ in omp:
+            set_(before)
 
 
 def _check_tau(tau, n_targets: int) -> np.ndarray:

@@ -243,8 +243,8 @@ def test_lddmm_face_train_step_and_cross_scheme(mean68):
         loss = crit(model(imgs), target)
         loss.backward()
         opt.step()
-        first = float(loss) if first is None else first
-    assert float(loss) < first
+        first = float(loss.detach()) if first is None else first
+    assert float(loss.detach()) < first
     out = model.predict(imgs)
     assert out.shape == (4, 68, 2)
     # cross-scheme: a 29-point mean face taken from the 68-point one -> the corresponding predicted

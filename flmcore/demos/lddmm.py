@@ -130,6 +130,23 @@ def sparse_to_dense(shapes: np.ndarray, *, scheme="ibug68", n_folds: int = 2, su
     the other folds.  For each test face the mean face is placed on the kept points by the
     least-squares similarity, then each method predicts the hidden points.
 
+    Parameters
+    ----------
+    shapes : ndarray, shape (N, P, 2)
+        Real shapes of ``scheme``.
+    subset : int, optional
+        Use only this many faces (random, seeded by ``rng``).
+    n_steps, mode, beta, gamma, max_iter
+        Passed to :func:`flmcore.lddmm.register` (docs: 10, ``"flow"``, 0.1, 1e-3, 100).
+    sigma_factor : float
+        sigma_V = ``sigma_factor`` x curve scale (paper: 1).
+    with_ssr : bool
+        Include the :class:`flmcore.ssr.SparseShapeRegression` baseline when importable.
+    with_all_points : bool
+        Also the variant with momenta on all mean-face points and a sparse target.
+    progress : callable, optional
+        ``progress(iterable, desc=...)`` wrapper.
+
     Returns
     -------
     dict

@@ -10,7 +10,14 @@
 2. PIPNet-R18-style forward (ResNet-18 width 1, stride 32, 68 points, C=10,
    RGB 256x256, batch 1) on CPU with 1 and 2 threads, images/s.
 
-Run: ``python -m bench.bench_pip [--quick]`` from the repository root.
+3. ``--experiment``: the real-data protocol of docs/guide/pipnet.rst on the
+   bundled HELEN crops (187 train / 47 held-out per split, 114 unlabelled
+   crops): PIPNet with and without the neighbour module, the three merges,
+   then three 8-epoch rounds of labelled-only training, plain self-training
+   and STC from the same supervised model.  CPU, one thread, minutes per split.
+
+Run: ``python -m bench.bench_pip [--quick]`` from the repository root;
+``python -m bench.bench_pip --experiment --splits 0,1,2`` for the real-data table.
 """
 from __future__ import annotations
 
@@ -89,11 +96,81 @@ def _mean_face_98(rng):
     return rng.random((98, 2)), "random mean face"
 
 
+def _experiment(splits, epochs: int = 30, round_epochs: int = 8, width: float = 0.25, out=None) -> dict:
+    """Real-data evidence on the bundled HELEN crops (see the module docstring)."""
+    import torch
+
+    from flmcore import metrics as M
+    from flmcore.data import load_sample
+    from flmcore.nn.backbones import ResNet18
+    from flmcore.nn.models import PIPNet
+    from flmcore.train import predict_pipnet, self_train_curriculum, train_pipnet
+
+    torch.set_num_threads(1)
+    d, u = load_sample("helen_pairs"), load_sample("helen_unlabelled")
+    X, S, U = d["images"], d["shapes68"], u["images"]
+    kw = dict(batch_size=16, lr=2e-3, device="cpu")
+
+    def score(pred, gt):
+        e = M.nme(pred, gt, scheme="ibug68")
+        return dict(nme=100 * float(e.mean()), fr=100 * M.failure_rate(e, 0.1), auc=M.auc(e, 0.1),
+                    pointvar=float(M.point_var(pred, gt, scheme="ibug68")))
+
+    def model(c):
+        torch.manual_seed(0)
+        return PIPNet(ResNet18(in_channels=1, width=width, stride=16), "ibug68", n_neighbors=c, stc_heads=2)
+
+    results = []
+    for seed in splits:
+        perm = np.random.default_rng(seed).permutation(len(X))
+        tr, te = np.sort(perm[47:]), np.sort(perm[:47])
+        res = {"split": seed, "n_train": len(tr), "n_test": len(te), "n_unlabelled": len(U)}
+        sup = {}
+        for c in (10, 0):
+            net = model(c)
+            t0 = time.perf_counter()
+            train_pipnet(net, X[tr], S[tr], epochs=epochs, rng=0, **kw)
+            res[f"C{c}_train_s"] = time.perf_counter() - t0
+            for merge in (("exact", "padded", "none") if c else ("none",)):
+                res[f"sup_C{c}_{merge}"] = score(predict_pipnet(net, X[te], merge=merge, device="cpu"), S[te])
+            sup[c] = {k: v.clone() for k, v in net.state_dict().items()}
+        net = model(10)
+        net.load_state_dict(sup[10])
+        pe = predict_pipnet(net, X[te], merge="exact", device="cpu")
+        pp = predict_pipnet(net, X[te], merge="padded", device="cpu")
+        res["exact_vs_padded_px"] = float(np.linalg.norm(pe - pp, axis=-1).mean())
+        curve = []
+        for r in range(3):
+            train_pipnet(net, X[tr], S[tr], epochs=round_epochs, rng=100 + r, **kw)
+            curve.append(score(predict_pipnet(net, X[te], device="cpu"), S[te])["nme"])
+        res["sup_cont"], res["sup_cont_curve"] = score(predict_pipnet(net, X[te], device="cpu"), S[te]), curve
+        for tasks, tag in (((1, 2, 3), "curriculum"), ((3, 3, 3), "plain")):
+            net = model(10)
+            net.load_state_dict(sup[10])
+            curve = []
+            self_train_curriculum(
+                net, (X[tr], S[tr]), U, tasks=tasks, epochs=round_epochs, initial_epochs=0, reinit=False, rng=1,
+                progress=False, callback=lambda r, m, p: curve.append(
+                    score(predict_pipnet(m, X[te], device="cpu"), S[te])["nme"]) if r else None, **kw)
+            res[f"stc_{tag}"] = score(predict_pipnet(net, X[te], device="cpu"), S[te])
+            res[f"stc_{tag}_curve"] = curve
+        print({k: (round(v["nme"], 2) if isinstance(v, dict) else v) for k, v in res.items()}, flush=True)
+        results.append(res)
+    payload = {"experiment": results, "epochs": epochs, "round_epochs": round_epochs, "width": width}
+    path = write_json("pip_experiment", payload, out)
+    print(f"wrote {path}")
+    return payload
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m bench.bench_pip", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--out", default=None, help="JSON output path")
+    ap.add_argument("--experiment", action="store_true", help="run the real-data protocol instead (minutes)")
+    ap.add_argument("--splits", default="0", help="comma-separated split seeds for --experiment")
     args = ap.parse_args(argv)
+    if args.experiment:
+        return _experiment([int(v) for v in args.splits.split(",")], out=args.out)
     import torch
 
     from flmcore.nn.functional import pip_decode
@@ -105,14 +182,14 @@ def main(argv=None) -> dict:
     mean98, src = _mean_face_98(rng)
     tab = neighbor_table(mean98, 10)
     r1, r2, max_len = tab.padded_reverse_index()
-    r1t, r2t = torch.as_tensor(r1.ravel()), torch.as_tensor(r2.ravel())
+    r1t, r2t = torch.as_tensor(r1.ravel().copy()), torch.as_tensor(r2.ravel().copy())
     b, n, c, h = 32, 98, 10, 8
     stride = 32
     g = torch.Generator().manual_seed(0)
     outputs = (torch.rand(b, n, h, h, generator=g), torch.rand(b, n, h, h, generator=g),
                torch.rand(b, n, h, h, generator=g), torch.randn(b, n * c, h, h, generator=g),
                torch.randn(b, n * c, h, h, generator=g))
-    r1v, r2v = torch.as_tensor(r1), torch.as_tensor(r2)
+    r1v, r2v = torch.as_tensor(r1.copy()), torch.as_tensor(r2.copy())
     repeat = 7 if args.quick else 25
     rows, payload = [], {"decode": {}, "forward": {}, "mean_face": src}
     with thread_limits(1):

@@ -65,24 +65,39 @@ _STATUS = {0: "tau", 1: "end", 2: "max_iter"}
 
 # --------------------------------------------------------------------------- kernel wrappers
 def _omp_runtimes():
-    """OpenMP runtimes numba's 'omp' threading layer may call, as ``(get, set)`` ctypes pairs.
+    """Loaded OpenMP runtimes as ``(omp_get_max_threads, omp_set_num_threads)`` ctypes pairs.
 
-    Numba's 'omp' layer calls ``omp_set_num_threads(n)`` on the launching thread
-    at every parallel launch.  That per-thread setting belongs to whichever
-    OpenMP runtime the symbol binds to, which is the first one in the process's
-    global scope (e.g. one loaded ``RTLD_GLOBAL`` by another framework, whose
-    intra-op thread count then changes) or else numba's own dependency.  Both
-    candidates are returned (deduplicated) so :func:`_run_threads` can restore
-    them.  Empty when numba's OpenMP pool is not available.
+    Numba's 'omp' threading layer calls ``omp_set_num_threads(n)`` on the
+    launching thread at every parallel launch.  That per-thread setting belongs
+    to whichever OpenMP runtime the symbol binds to (often one shared with
+    another framework, whose intra-op thread count then silently changes).
+    Which one depends on the library load order, so every OpenMP runtime mapped
+    in the process (``/proc/self/maps`` on Linux; elsewhere the global scope and
+    numba's own dependency) is returned, deduplicated, for
+    :func:`_run_threads` to save and restore.
     """
     import ctypes
+    import os
 
+    paths = []
+    try:
+        with open("/proc/self/maps") as fh:
+            for line in fh:
+                name = line.rsplit(None, 1)[-1] if line.count(" ") >= 5 else ""
+                base = os.path.basename(name)
+                if base.startswith(("libgomp", "libomp", "libiomp")) and name not in paths:
+                    paths.append(name)
+    except OSError:
+        pass
+    paths.append(None)  # the global scope
     try:
         from numba.np.ufunc import omppool
+
+        paths.append(omppool.__file__)  # dlsym also searches its OpenMP dependency
     except ImportError:
-        return []
+        pass
     out, seen = [], set()
-    for path in (None, omppool.__file__):  # global scope first, then numba's own dependency
+    for path in paths:
         try:
             lib = ctypes.CDLL(path)
             get, set_ = lib.omp_get_max_threads, lib.omp_set_num_threads
@@ -98,18 +113,30 @@ def _omp_runtimes():
     return out
 
 
-def _run_threads(num_threads, fn, *args):
-    import numba
+def _run_threads(num_threads, name, *args):
+    """Run kernel ``flmcore._ext.lars.<name>(*args)`` on ``num_threads`` numba threads.
 
-    n = min(check_num_threads(num_threads), numba.config.NUMBA_NUM_THREADS)
-    old = numba.get_num_threads()
-    # numba's 'omp' layer leaks its thread count into the shared OpenMP runtime: save and restore it
+    Numba's 'omp' threading layer sets the launching thread's OpenMP thread
+    count when it starts its pool (on the first import/use of a parallel
+    kernel) and at every parallel launch; that count is shared with other
+    libraries using the same OpenMP runtime (e.g. another framework's intra-op
+    thread count).  The import and the call therefore run between a save and a
+    restore of every loaded OpenMP runtime's setting (and of numba's own count).
+    """
     omp = [(get(), set_) for get, set_ in _omp_runtimes()]
-    numba.set_num_threads(n)
     try:
-        return fn(*args)
+        import numba
+
+        from ._ext import lars as _k  # may load cached parallel kernels and start numba's pool
+
+        n = min(check_num_threads(num_threads), numba.config.NUMBA_NUM_THREADS)
+        old = numba.get_num_threads()
+        numba.set_num_threads(n)
+        try:
+            return getattr(_k, name)(*args)
+        finally:
+            numba.set_num_threads(old)
     finally:
-        numba.set_num_threads(old)
         for before, set_ in omp:
             set_(before)
 
@@ -147,14 +174,12 @@ def _check_gram(G, XtY) -> Tuple[np.ndarray, np.ndarray, bool]:
 
 
 def _solve(G, XtY, tau, positive, max_iter, num_threads, record=False):
-    from ._ext import lars as _k
-
     p, T = XtY.shape
     coef = np.zeros((T, p))
     status = np.zeros(T, np.int64)
     n_steps = np.zeros(T, np.int64)
     if not record:
-        _run_threads(num_threads, _k.lars_lasso_batch, G, XtY, tau, bool(positive), int(max_iter), _C_TOL,
+        _run_threads(num_threads, "lars_lasso_batch", G, XtY, tau, bool(positive), int(max_iter), _C_TOL,
                      coef, status, n_steps)
         rec = None
     else:
@@ -164,7 +189,7 @@ def _solve(G, XtY, tau, positive, max_iter, num_threads, record=False):
         rl = np.zeros((T, K))
         ra = np.zeros((T, K, p), np.int8)
         nk = np.zeros(T, np.int64)
-        _run_threads(num_threads, _k.lars_lasso_path_batch, G, XtY, tau, bool(positive), int(max_iter), _C_TOL,
+        _run_threads(num_threads, "lars_lasso_path_batch", G, XtY, tau, bool(positive), int(max_iter), _C_TOL,
                      coef, status, n_steps, rc, rC, rl, ra, nk)
         rec = (rc, rC, rl, ra, nk)
     if (status == 2).any():

@@ -192,6 +192,31 @@ def test_thread_count_does_not_change_results(rng):
     assert all(np.array_equal(u.coefs, v.coefs) for u, v in zip(pa, pb))
 
 
+def test_torch_thread_count_untouched_in_subprocess():
+    # numba's 'omp' threading layer shares the OpenMP runtime with torch; its thread count must not leak
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import numpy as np
+        import torch
+        torch.set_num_threads(1)
+        assert torch.get_num_threads() == 1
+        from flmcore.ssr import lars_lasso, lars_lasso_path
+        rng = np.random.default_rng(0)
+        X, Y = rng.normal(size=(30, 8)), rng.normal(size=(30, 5))
+        lars_lasso(X, Y, 1.0, num_threads=2)
+        a = torch.get_num_threads()
+        lars_lasso_path(X, Y, 1.0, num_threads=2)
+        print(a, torch.get_num_threads())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1"]
+
+
 def test_per_target_tau_gram_api_and_1d(rng):
     X = rng.normal(size=(40, 6))
     Y = X @ rng.normal(size=(6, 3))

@@ -81,9 +81,10 @@ cdef extern from *:
 
     /* exp(x) for x <= 0, branch-free so that loops calling it vectorise: x = n ln2 + r with
        |r| <= ln2 / 2 (round-to-nearest by the 1.5 * 2^52 trick), degree-12 Taylor polynomial of
-       exp(r) (relative error < 4e-16), times 2^n built in the exponent bits. */
-    static inline double lk_exp_d(double x) {
-        x = x < -708.0 ? -708.0 : x;
+       exp(r) (relative error < 4e-16), times 2^n built in the exponent bits; 0 below exp(-600). */
+    static inline double lk_exp_d(double x0) {
+        /* below -600 the result is set to 0 (no denormal products downstream) */
+        double x = x0 < -600.0 ? -600.0 : x0;
         const double magic = 6755399441055744.0;
         double t = x * 1.4426950408889634 + magic;
         double n = t - magic;
@@ -106,12 +107,13 @@ cdef extern from *:
         int64_t bits = (ti - (int64_t)0x4338000000000000LL + 1023) << 52;
         double s;
         memcpy(&s, &bits, 8);
-        return p * s;
+        return x0 < -600.0 ? 0.0 : p * s;
     }
 
     /* float version: degree-7 polynomial (relative error ~1e-7), 1.5 * 2^23 rounding trick. */
-    static inline float lk_exp_f(float x) {
-        x = x < -87.0f ? -87.0f : x;
+    static inline float lk_exp_f(float x0) {
+        /* below -80 the result is set to 0 (no denormal products downstream) */
+        float x = x0 < -80.0f ? -80.0f : x0;
         const float magic = 12582912.0f;
         float t = x * 1.44269504f + magic;
         float n = t - magic;
@@ -129,7 +131,7 @@ cdef extern from *:
         int32_t bits = (ti - (int32_t)0x4B400000 + 127) << 23;
         float s;
         memcpy(&s, &bits, 4);
-        return p * s;
+        return x0 < -80.0f ? 0.0f : p * s;
     }
     /* ---- REAL = double ---- */
     static inline double lk_kval_d(double u, double inv, int kind) {

@@ -13,7 +13,7 @@ Plain arrays in, plain arrays out.  The caller guarantees:
 Every descriptor is computed by one thread in a fixed order, so the result is
 bitwise identical for any ``num_threads``.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.math cimport sqrtf, floorf, floor, ceil, exp, cos, sin, fabs, M_PI
 from libc.stdlib cimport malloc, free
 
@@ -35,11 +35,19 @@ cdef extern from *:
     #endif
     /* lets GCC if-convert the selects (results do not depend on the sign of zero) */
     #if defined(__GNUC__) && !defined(__clang__)
-    #define FLM_SELECTS __attribute__((noinline, optimize("no-signed-zeros", "no-trapping-math")))
+    #define FLM_SELECTS __attribute__((noinline, optimize("no-signed-zeros", "no-trapping-math", "no-math-errno")))
     #else
     #define FLM_SELECTS
     #endif
-    static inline void flm_axpy(float *restrict dst, const float *restrict src, float w, int n)
+    /* AVX2 clones of the hot loops where the CPU has it (x86-64 GCC with ifunc support).  No FMA
+       contraction in either clone and the same per-lane operation order, so every clone gives
+       bitwise identical results. */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define FLM_CLONES __attribute__((target_clones("avx2", "default")))
+    #else
+    #define FLM_CLONES
+    #endif
+    static FLM_CLONES void flm_axpy(float *restrict dst, const float *restrict src, float w, int n)
     {
         FLM_SIMD
         for (int i = 0; i < n; i++) dst[i] += w * src[i];
@@ -72,11 +80,97 @@ cdef extern from *:
             abin[i] = a >= 8.0f ? a - 8.0f : a;
             mag[i] = x * x + y * y;
         }
-        for (int i = 0; i < n; i++) mag[i] = sqrtf(mag[i]);   /* errno semantics: not vectorised */
+        FLM_SIMD
+        for (int i = 0; i < n; i++) mag[i] = sqrtf(mag[i]);   /* no errno: vectorised */
+    }
+    /* Orientation channels of one image: ch[8 i + k] is the share of the gradient magnitude
+       of pixel i in orientation bin k (linear interpolation between the two nearest bins,
+       circular).  abin in [0, 8). */
+    static void flm_channels(const float *restrict mag, const float *restrict abin,
+                             float *restrict ch, long n)
+    {
+        for (long i = 0; i < n; i++) {
+            float *d = ch + 8 * i;
+            for (int k = 0; k < 8; k++) d[k] = 0.0f;
+            float m = mag[i];
+            if (m == 0.0f) continue;
+            float a = abin[i];
+            int o = (int)a;
+            float w1 = m * (a - (float)o);
+            d[o] = m - w1;
+            d[(o + 1) & 7] += w1;
+        }
+    }
+    /* Axis-aligned descriptor (frame angle 0) from the orientation channels: the spatial
+       weights (Gaussian x bilinear cell tents) are separable, so every window row is reduced
+       against the four column-cell kernels (8 channels at once), then spread on the (at
+       most two) row cells.  Same support and weights as the general scatter; ``hist`` (128)
+       receives the raw histogram, ``kc`` holds 4 * (number of window columns) floats. */
+    static FLM_CLONES void flm_describe_axis(const float *restrict ch, int H, int W, double x, double y,
+                                  double cw, float *restrict hist, float *restrict kc)
+    {
+        double ext = 2.5 * cw, ca = 1.0 / cw;
+        double s2 = -1.0 / (2.0 * (2.0 * cw) * (2.0 * cw));
+        int r_lo = (int)ceil(y - ext), r_hi = (int)floor(y + ext);
+        int c_lo = (int)ceil(x - ext), c_hi = (int)floor(x + ext);
+        for (int i = 0; i < 128; i++) hist[i] = 0.0f;
+        if (r_lo < 1) r_lo = 1;
+        if (c_lo < 1) c_lo = 1;
+        if (r_hi > H - 2) r_hi = H - 2;
+        if (c_hi > W - 2) c_hi = W - 2;
+        if (r_lo > r_hi || c_lo > c_hi) return;
+        int nc = c_hi - c_lo + 1;
+        int lo[4], hi[4];
+        float fca = (float)ca;
+        for (int j = 0; j < 4; j++) { lo[j] = nc; hi[j] = -1; }
+        for (int i = 0; i < 4 * nc; i++) kc[i] = 0.0f;
+        for (int c = 0; c < nc; c++) {
+            double dx = c_lo + c - x;
+            float u = (float)dx * fca;
+            if (u <= -2.5f || u >= 2.5f) continue;
+            float cb = u + 1.5f;
+            int c0 = (int)(cb + 1.0f) - 1;
+            float wx = (float)exp(dx * dx * s2);
+            float w1 = wx * (cb - (float)c0);
+            if (c0 >= 0) { kc[c0 * nc + c] = wx - w1; if (c < lo[c0]) lo[c0] = c; hi[c0] = c; }
+            if (c0 + 1 < 4) { kc[(c0 + 1) * nc + c] = w1; if (c < lo[c0 + 1]) lo[c0 + 1] = c; hi[c0 + 1] = c; }
+        }
+        for (int r = r_lo; r <= r_hi; r++) {
+            double dy = r - y;
+            float v = (float)(dy * ca);
+            if (v <= -2.5f || v >= 2.5f) continue;
+            float rb = v + 1.5f;
+            int r0 = (int)(rb + 1.0f) - 1;
+            float wr = (float)exp(dy * dy * s2);
+            float w1 = wr * (rb - (float)r0), w0 = wr - w1;
+            float rs[4][8];
+            const float *row = ch + ((long)r * W + c_lo) * 8;
+            for (int j = 0; j < 4; j++) {
+                float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+                const float *kj = kc + j * nc;
+                for (int c = lo[j]; c <= hi[j]; c++) {
+                    float w = kj[c];
+                    const float *px = row + 8 * c;
+                    for (int k = 0; k < 8; k++) acc[k] += px[k] * w;
+                }
+                for (int k = 0; k < 8; k++) rs[j][k] = acc[k];
+            }
+            if (r0 >= 0) {
+                float *h = hist + r0 * 32;
+                for (int i = 0; i < 32; i++) h[i] += w0 * rs[i >> 3][i & 7];
+            }
+            if (r0 + 1 < 4) {
+                float *h = hist + (r0 + 1) * 32;
+                for (int i = 0; i < 32; i++) h[i] += w1 * rs[i >> 3][i & 7];
+            }
+        }
     }
     """
     void flm_axpy(float* dst, const float* src, float w, int n) noexcept nogil
     void flm_orient(const float* gx, const float* gy, float* mag, float* abin, int n) noexcept nogil
+    void flm_channels(const float* mag, const float* abin, float* ch, long n) noexcept nogil
+    void flm_describe_axis(const float* ch, int H, int W, double x, double y, double cw,
+                           float* hist, float* kc) noexcept nogil
 
 
 cdef inline int _mirror(int q, int n) noexcept nogil:
@@ -162,7 +256,7 @@ cdef void _describe(const float* mag, const float* abin, int H, int W,
     cdef double dy, dx, s2
     cdef float ur, vr, u, v, fca, fsa, fhalf, fdx
     cdef float rb, cb, ob, m, wr, v_r1, v_r0, v_rc11, v_rc10, v_rc01, v_rc00
-    cdef float thb, nrm, thr
+    cdef float thb
     cdef float* wx
     for i in range(360):
         hist[i] = 0.0
@@ -239,15 +333,21 @@ cdef void _describe(const float* mag, const float* abin, int H, int W,
             hist[idx + (HD + 1) * HN + 1] += v_rc11 * ob
     free(wx)
     # fold the circular orientation bin, drop the padding cells
-    nrm = 0.0
     for i in range(D):
         for j in range(D):
             idx = ((i + 1) * HD + j + 1) * HN
             hist[idx] += hist[idx + NB]
             for k in range(NB):
                 dst[(i * D + j) * NB + k] = hist[idx + k]
-                nrm = nrm + hist[idx + k] * hist[idx + k]
-    # normalise -> clip at 0.2 -> renormalise
+    _normalise(dst)
+
+
+cdef void _normalise(float* dst) noexcept nogil:
+    """L2-normalise the raw histogram ``dst`` (128) in place, clip at 0.2, renormalise."""
+    cdef int i
+    cdef float nrm = 0.0, thr
+    for i in range(D * D * NB):
+        nrm = nrm + dst[i] * dst[i]
     nrm = sqrtf(nrm)
     if nrm <= 1e-12:
         for i in range(D * D * NB):
@@ -276,12 +376,20 @@ def sift_descriptors(const float[:, :, ::1] images, const float[::1] taps,
     cdef Py_ssize_t P = keypoints.shape[1]
     cdef int R = (taps.shape[0] - 1) // 2
     cdef Py_ssize_t start, n, t, i, b, p
+    cdef float* kc
     if chunk < 1:
         chunk = 1
     tmp_a = np.empty((chunk, H, W), np.float32)
     mag_a = np.empty((chunk, H, W), np.float32)
     ang_a = np.empty((chunk, H, W), np.float32)
+    # orientation channels for the axis-aligned (angle 0) frames; allocated only when some are
+    axis = np.asarray(keypoints[:, :, 3]) == 0.0
+    axis_img_a = axis.any(axis=1).astype(np.uint8)
+    ch_a = np.empty((chunk if axis_img_a.any() else 1, H if axis_img_a.any() else 1,
+                     W if axis_img_a.any() else 1, NB), np.float32)
     cdef float[:, :, ::1] tmp = tmp_a, mag = mag_a, ang = ang_a
+    cdef float[:, :, :, ::1] ch = ch_a
+    cdef const unsigned char[::1] axis_img = axis_img_a
     start = 0
     while start < B:
         n = min(chunk, B - start)
@@ -289,10 +397,21 @@ def sift_descriptors(const float[:, :, ::1] images, const float[::1] taps,
             for t in prange(n, num_threads=num_threads, schedule="dynamic"):
                 _smooth_gradients(&images[start + t, 0, 0], <int>H, <int>W, &taps[0], R,
                                   &tmp[t, 0, 0], &mag[t, 0, 0], &ang[t, 0, 0])
-            for i in prange(n * P, num_threads=num_threads, schedule="dynamic", chunksize=4):
+                if axis_img[start + t]:
+                    flm_channels(&mag[t, 0, 0], &ang[t, 0, 0], &ch[t, 0, 0, 0], <long>(H * W))
+        with nogil, parallel(num_threads=num_threads):
+            kc = <float*>malloc(4 * (W + 2) * sizeof(float))
+            for i in prange(n * P, schedule="dynamic", chunksize=4):
                 b = i // P
                 p = i - b * P
-                _describe(&mag[b, 0, 0], &ang[b, 0, 0], <int>H, <int>W,
-                          keypoints[start + b, p, 0], keypoints[start + b, p, 1],
-                          keypoints[start + b, p, 2], keypoints[start + b, p, 3], &out[start + b, p, 0])
+                if keypoints[start + b, p, 3] == 0.0 and kc != NULL:
+                    flm_describe_axis(&ch[b, 0, 0, 0], <int>H, <int>W,
+                                      keypoints[start + b, p, 0], keypoints[start + b, p, 1],
+                                      keypoints[start + b, p, 2], &out[start + b, p, 0], kc)
+                    _normalise(&out[start + b, p, 0])
+                else:
+                    _describe(&mag[b, 0, 0], &ang[b, 0, 0], <int>H, <int>W,
+                              keypoints[start + b, p, 0], keypoints[start + b, p, 1],
+                              keypoints[start + b, p, 2], keypoints[start + b, p, 3], &out[start + b, p, 0])
+            free(kc)
         start = start + n

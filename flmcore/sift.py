@@ -15,6 +15,13 @@ current shape estimate ``S``.  Each descriptor follows Lowe (2004) and OpenCV's
   (bilinear in the cells, linear in the orientation);
 * the 128-vector is L2-normalised, clipped at 0.2 and renormalised.
 
+Gradients are computed once per image and shared by all (overlapping) windows.  For
+upright frames (angle exactly 0) the spatial weights are separable: each image is split
+once into 8 orientation channels (the linear orientation binning) and every window row
+is reduced against the 4 column-cell kernels, then spread on its row cells; rotated
+frames scatter each pixel into the histogram.  Both give the same descriptor up to
+float32 rounding.
+
 Correspondence with OpenCV (``cv2.SIFT_create().compute`` with
 ``cv2.KeyPoint(x, y, size, angle)``, ``octave = 0``): ``size = window / 6`` (OpenCV's
 cell width is ``3 * size / 2``), ``angle = degrees(theta)``.  OpenCV rounds the
@@ -207,7 +214,7 @@ def shape_indexed_sift(
     B, H, W = imgs.shape
     P = kp.shape[1]
     out = np.empty((B, P, DESCRIPTOR_SIZE), np.float32)
-    budget = 64 * 2 ** 20 // max(1, 16 * H * W)
+    budget = 64 * 2 ** 20 // max(1, 48 * H * W)  # smoothed image, gradients and 8 orientation channels
     chunk = int(max(1, min(B, max(4 * nt, 8), budget)))
     sift_descriptors(imgs, taps, kp, out, nt, chunk)
     return out[0] if single else out

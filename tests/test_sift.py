@@ -189,7 +189,35 @@ def test_deterministic_across_thread_counts(faces):
     a = shape_indexed_sift(images, shapes, window=20.0, orientation=0.2, num_threads=1)
     b = shape_indexed_sift(images, shapes, window=20.0, orientation=0.2, num_threads=2)
     c = shape_indexed_sift(images, shapes, window=20.0, orientation=0.2, num_threads=3)
-    assert np.array_equal(a, b) and np.array_equal(a, c)
+    d = shape_indexed_sift(images, shapes, window=20.0, orientation=0.2, num_threads=4)  # chunked path
+    assert np.array_equal(a, b) and np.array_equal(a, c) and np.array_equal(a, d)
+
+
+def test_axis_aligned_path_matches_reference(rng):
+    # angle-0 frames use the separable (orientation-channel) path: same descriptor as the reference
+    img = _smooth_image(rng, 40, 52)
+    pts = np.concatenate([rng.uniform(-6.0, 58.0, (10, 2)), [[0.0, 0.0], [51.0, 39.0], [25.5, 19.5]]])
+    windows = np.concatenate([rng.uniform(5.0, 40.0, 10), [8.0, 12.0, 200.0]])
+    thetas = np.zeros(len(pts))
+    thetas[3] = -0.0
+    got = shape_indexed_sift(img[None], pts[None], window=windows[None], orientation=thetas[None])[0]
+    for p in range(len(pts)):
+        want = reference_sift(img, pts[p, 0], pts[p, 1], windows[p], 0.0)
+        np.testing.assert_allclose(got[p], want, atol=2e-6, err_msg=f"point {p}")
+    # mixing rotated frames into the batch does not change the angle-0 descriptors
+    mixed = thetas.copy()
+    mixed[::2] = 0.3
+    got2 = shape_indexed_sift(img[None], pts[None], window=windows[None], orientation=mixed[None])[0]
+    assert np.array_equal(got2[1::2], got[1::2])
+    np.testing.assert_allclose(got2[0], reference_sift(img, pts[0, 0], pts[0, 1], windows[0], 0.3), atol=2e-6)
+
+
+def test_axis_aligned_deterministic_across_thread_counts(faces):
+    images, shapes = faces
+    # 1-3 threads: whole images per thread; 4 threads on 6 images: the chunked images x points path
+    a = shape_indexed_sift(images, shapes, window=30.0, num_threads=1)
+    for nt in (2, 3, 4):
+        assert np.array_equal(a, shape_indexed_sift(images, shapes, window=30.0, num_threads=nt)), nt
 
 
 def test_batch_equals_single(faces):

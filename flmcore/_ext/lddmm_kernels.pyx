@@ -65,18 +65,26 @@ cdef inline void _k2(int kind, real u, real inv, real* f, real* f1, real* f2) no
 
 
 # Hot loops in C: point pairs i < j visited once, each row j > i as a vectorised loop
-# (structure-of-arrays scratch, branch-free exp, AVX2 clone dispatched at run time on x86-64 Linux/GCC).
+# (structure-of-arrays scratch, branch-free exp, AVX2/FMA clone dispatched at run time on x86-64 Linux/GCC).
 cdef extern from *:
     """
     #include <stdlib.h>
     #include <string.h>
     #include <stdint.h>
     #include <math.h>
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define LK_CLONES __attribute__((target_clones("arch=haswell", "default")))
-    #define LK_INLINE static inline __attribute__((always_inline))
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && __GNUC__ >= 12
+    /* x86-64-v3 = AVX2 + FMA + BMI: the resolver tests CPU features (an "arch=haswell" clone would
+       test the CPU model and miss newer CPUs) */
+    #define LK_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+    #elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define LK_CLONES __attribute__((target_clones("avx2", "default")))
     #else
     #define LK_CLONES
+    #endif
+    #if defined(__GNUC__) || defined(__clang__)
+    #define LK_INLINE static inline __attribute__((always_inline))
+    #else
+    #define LK_INLINE static inline
     #endif
 
     /* exp(x) for x <= 0, branch-free so that loops calling it vectorise: x = n ln2 + r with

@@ -83,6 +83,9 @@ cdef extern from *:
         FLM_SIMD
         for (int i = 0; i < n; i++) mag[i] = sqrtf(mag[i]);   /* no errno: vectorised */
     }
+    #if defined(__GNUC__)
+    typedef float flm_v8 __attribute__((vector_size(32), aligned(4)));   /* 8 channels of one pixel */
+    #endif
     /* Orientation channels of one image: ch[8 i + k] is the share of the gradient magnitude
        of pixel i in orientation bin k (linear interpolation between the two nearest bins,
        circular).  abin in [0, 8). */
@@ -135,33 +138,54 @@ cdef extern from *:
             if (c0 >= 0) { kc[c0 * nc + c] = wx - w1; if (c < lo[c0]) lo[c0] = c; hi[c0] = c; }
             if (c0 + 1 < 4) { kc[(c0 + 1) * nc + c] = w1; if (c < lo[c0 + 1]) lo[c0 + 1] = c; hi[c0 + 1] = c; }
         }
-        for (int r = r_lo; r <= r_hi; r++) {
-            double dy = r - y;
-            float v = (float)(dy * ca);
-            if (v <= -2.5f || v >= 2.5f) continue;
-            float rb = v + 1.5f;
-            int r0 = (int)(rb + 1.0f) - 1;
-            float wr = (float)exp(dy * dy * s2);
-            float w1 = wr * (rb - (float)r0), w0 = wr - w1;
-            float rs[4][8];
-            const float *row = ch + ((long)r * W + c_lo) * 8;
+        /* four window rows at a time: independent accumulation chains, same order per row */
+        for (int r4 = r_lo; r4 <= r_hi; r4 += 4) {
+            int nr = r_hi - r4 + 1 < 4 ? r_hi - r4 + 1 : 4;
+            float rs[4][4][8];
+            const float *rows[4];
+            for (int q = 0; q < 4; q++) rows[q] = ch + ((long)(r4 + (q < nr ? q : 0)) * W + c_lo) * 8;
             for (int j = 0; j < 4; j++) {
-                float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
                 const float *kj = kc + j * nc;
+    #if defined(__GNUC__)
+                flm_v8 a0 = {0.0f}, a1 = {0.0f}, a2 = {0.0f}, a3 = {0.0f};
                 for (int c = lo[j]; c <= hi[j]; c++) {
                     float w = kj[c];
-                    const float *px = row + 8 * c;
-                    for (int k = 0; k < 8; k++) acc[k] += px[k] * w;
+                    a0 += *(const flm_v8 *)(rows[0] + 8 * c) * w;
+                    a1 += *(const flm_v8 *)(rows[1] + 8 * c) * w;
+                    a2 += *(const flm_v8 *)(rows[2] + 8 * c) * w;
+                    a3 += *(const flm_v8 *)(rows[3] + 8 * c) * w;
                 }
-                for (int k = 0; k < 8; k++) rs[j][k] = acc[k];
+                for (int k = 0; k < 8; k++) {
+                    rs[0][j][k] = a0[k]; rs[1][j][k] = a1[k]; rs[2][j][k] = a2[k]; rs[3][j][k] = a3[k];
+                }
+    #else
+                for (int q = 0; q < 4; q++) {
+                    float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+                    for (int c = lo[j]; c <= hi[j]; c++) {
+                        float w = kj[c];
+                        const float *px = rows[q] + 8 * c;
+                        for (int k = 0; k < 8; k++) acc[k] += px[k] * w;
+                    }
+                    for (int k = 0; k < 8; k++) rs[q][j][k] = acc[k];
+                }
+    #endif
             }
-            if (r0 >= 0) {
-                float *h = hist + r0 * 32;
-                for (int i = 0; i < 32; i++) h[i] += w0 * rs[i >> 3][i & 7];
-            }
-            if (r0 + 1 < 4) {
-                float *h = hist + (r0 + 1) * 32;
-                for (int i = 0; i < 32; i++) h[i] += w1 * rs[i >> 3][i & 7];
+            for (int q = 0; q < nr; q++) {
+                double dy = r4 + q - y;
+                float v = (float)(dy * ca);
+                if (v <= -2.5f || v >= 2.5f) continue;
+                float rb = v + 1.5f;
+                int r0 = (int)(rb + 1.0f) - 1;
+                float wr = (float)exp(dy * dy * s2);
+                float w1 = wr * (rb - (float)r0), w0 = wr - w1;
+                if (r0 >= 0) {
+                    float *h = hist + r0 * 32;
+                    for (int i = 0; i < 32; i++) h[i] += w0 * rs[q][i >> 3][i & 7];
+                }
+                if (r0 + 1 < 4) {
+                    float *h = hist + (r0 + 1) * 32;
+                    for (int i = 0; i < 32; i++) h[i] += w1 * rs[q][i >> 3][i & 7];
+                }
             }
         }
     }
@@ -364,21 +388,67 @@ cdef void _normalise(float* dst) noexcept nogil:
         dst[i] = dst[i] * nrm
 
 
+cdef void _describe_image(const float* img, int H, int W, const float* taps, int R,
+                          const double* kp, Py_ssize_t P, float* out,
+                          float* tmp, float* mag, float* ang, float* ch, float* kc) noexcept nogil:
+    """All ``P`` descriptors of one image (keypoint rows ``kp`` (P, 4), output rows ``out`` (P, 128)).
+
+    ``tmp``, ``mag``, ``ang`` hold ``H * W`` floats, ``ch`` ``8 H W`` floats and ``kc``
+    ``4 (W + 2)`` floats: the same computation, in the same order, as the chunked path.
+    """
+    cdef Py_ssize_t p
+    cdef bint axis = False
+    for p in range(P):
+        if kp[4 * p + 3] == 0.0:
+            axis = True
+    _smooth_gradients(img, H, W, taps, R, tmp, mag, ang)
+    if axis:
+        flm_channels(mag, ang, ch, <long>H * W)
+    for p in range(P):
+        if kp[4 * p + 3] == 0.0:
+            flm_describe_axis(ch, H, W, kp[4 * p], kp[4 * p + 1], kp[4 * p + 2], out + 128 * p, kc)
+            _normalise(out + 128 * p)
+        else:
+            _describe(mag, ang, H, W, kp[4 * p], kp[4 * p + 1], kp[4 * p + 2], kp[4 * p + 3], out + 128 * p)
+
+
 def sift_descriptors(const float[:, :, ::1] images, const float[::1] taps,
                      const double[:, :, ::1] keypoints, float[:, :, ::1] out,
                      int num_threads, int chunk):
     """Fill ``out[b, p]`` with the descriptor of keypoint ``keypoints[b, p]`` in image ``b``.
 
-    Images are processed ``chunk`` at a time: smoothing and gradients in parallel
-    over the images of the chunk, then descriptors in parallel over images x points.
+    With enough images (``B >= 2 num_threads``) each thread takes whole images
+    (smoothing, gradients and all descriptors of an image in its own buffers; one
+    parallel region).  Otherwise images are processed ``chunk`` at a time:
+    smoothing and gradients in parallel over the images of the chunk, then
+    descriptors in parallel over images x points.  Either way every descriptor is
+    computed by the same code in the same order.
     """
     cdef Py_ssize_t B = images.shape[0], H = images.shape[1], W = images.shape[2]
     cdef Py_ssize_t P = keypoints.shape[1]
     cdef int R = (taps.shape[0] - 1) // 2
     cdef Py_ssize_t start, n, t, i, b, p
     cdef float* kc
+    cdef float* buf
+    cdef int failed = 0
+    if B == 0 or P == 0:
+        return
     if chunk < 1:
         chunk = 1
+    if (num_threads == 1 or B >= 2 * num_threads) and H * W * 44 * num_threads <= 2 ** 29:
+        with nogil, parallel(num_threads=num_threads):
+            buf = <float*>malloc((11 * H * W + 4 * (W + 2)) * sizeof(float))
+            for b in prange(B, schedule="dynamic"):
+                if buf == NULL:
+                    failed += 1
+                else:
+                    _describe_image(&images[b, 0, 0], <int>H, <int>W, &taps[0], R, &keypoints[b, 0, 0], P,
+                                    &out[b, 0, 0], buf, buf + H * W, buf + 2 * H * W, buf + 3 * H * W,
+                                    buf + 11 * H * W)
+            free(buf)
+        if failed:
+            raise MemoryError("sift_descriptors: cannot allocate the per-thread image buffers")
+        return
     tmp_a = np.empty((chunk, H, W), np.float32)
     mag_a = np.empty((chunk, H, W), np.float32)
     ang_a = np.empty((chunk, H, W), np.float32)

@@ -383,7 +383,7 @@ def train_lddmm_face(images, shapes68, *, epochs: int = 30, batch_size: int = 32
 def run(ctx) -> str:
     """Sparse-to-dense on real HELEN shapes (figure with kept / hidden / flowed points and a grid)."""
     shapes = load_helen68(ctx.data_dir)
-    n = 10 if ctx.quick else 100
+    n = 10 if ctx.quick else 80
     res = sparse_to_dense(shapes, subset=n, rng=ctx.seed, n_steps=5 if ctx.quick else 10,
                           max_iter=30 if ctx.quick else 100, gamma=1e-3, with_ssr=True, with_all_points=False,
                           progress=ctx.progress)

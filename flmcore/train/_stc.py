@@ -52,6 +52,22 @@ def _progress(progress, iterable, desc: str, total: Optional[int] = None):
     return iterable
 
 
+class _torch_threads:
+    """Set ``torch.set_num_threads`` inside a block (``None`` leaves it) and restore it."""
+
+    def __init__(self, n):
+        self.n = None if n is None else check_int(n, "num_threads", min_value=1)
+
+    def __enter__(self):
+        self.saved = torch.get_num_threads()
+        if self.n is not None:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.saved)
+        return False
+
+
 def _check_model(model) -> PIPNet:
     if not isinstance(model, PIPNet):
         raise TypeError(f"model must be a flmcore.nn.models.PIPNet, got {type(model).__name__}")
@@ -119,7 +135,8 @@ def train_pipnet(model: PIPNet, images, shapes, *, epochs: int = 30, batch_size:
                  weight_decay: float = 0.0, alpha: float = 0.1, beta: float = 0.1,
                  tasks: Optional[Sequence[int]] = None, augment: bool = True, rotate: float = 15.0,
                  scale: float = 0.1, shift: float = 0.06, intensity: float = 0.2, outside: str = "clip",
-                 device=None, rng: Union[int, None] = 0, progress: Union[bool, Callable] = False) -> Dict:
+                 device=None, rng: Union[int, None] = 0, progress: Union[bool, Callable] = False,
+                 num_threads: Optional[int] = None) -> Dict:
     """Train a PIPNet on grayscale face crops (Adam + cosine learning-rate decay).
 
     Each batch is (optionally) augmented by a random similarity transform and
@@ -157,6 +174,10 @@ def train_pipnet(model: PIPNet, images, shapes, *, epochs: int = 30, batch_size:
     progress : bool or callable
         ``True`` shows a tqdm bar over the epochs; a callable
         ``progress(iterable, desc=..., total=...)`` wraps the loop.
+    num_threads : int, optional
+        CPU threads of torch during the call (restored afterwards); ``None``
+        keeps the current setting.  One thread is the robust choice on a
+        shared machine.
 
     Returns
     -------
@@ -209,6 +230,16 @@ def train_pipnet(model: PIPNet, images, shapes, *, epochs: int = 30, batch_size:
     gen = torch.Generator().manual_seed(int(np.random.default_rng(rng).integers(2 ** 62)))
     table = model.neighbors if model.n_neighbors else None
     history = {"loss": [], "device": str(dev)}
+    with _torch_threads(num_threads):
+        _fit(model, imgs, pts, task_arr, last, map_hw, table, loss_fn, opt, sched, gen, history, epochs, batch_size,
+             augment, (rotate, scale, shift, intensity), dev, progress)
+    model.eval()
+    return history
+
+
+def _fit(model, imgs, pts, task_arr, last, map_hw, table, loss_fn, opt, sched, gen, history, epochs, batch_size,
+         augment, aug, dev, progress) -> None:
+    n_img = imgs.shape[0]
     model.train()
     for _ in _progress(progress, range(epochs), desc="train PIPNet", total=epochs):
         perm = torch.randperm(n_img, generator=gen).numpy()
@@ -220,7 +251,7 @@ def train_pipnet(model: PIPNet, images, shapes, *, epochs: int = 30, batch_size:
             x = _to_input(imgs[idx], model, dev)
             y = torch.as_tensor(pts[idx], dtype=torch.float32, device=dev)
             if augment:
-                x, y = _augment(x, y, gen, rotate, scale, shift, intensity)
+                x, y = _augment(x, y, gen, *aug)
             tk = torch.as_tensor(task_arr[idx], device=dev)
             if model.stc_heads:
                 out, extra = model.forward_stc(x)
@@ -246,8 +277,6 @@ def train_pipnet(model: PIPNet, images, shapes, *, epochs: int = 30, batch_size:
             total += float(loss.detach()) * idx.size
             count += idx.size
         history["loss"].append(total / max(count, 1))
-    model.eval()
-    return history
 
 
 @torch.no_grad()

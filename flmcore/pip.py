@@ -17,7 +17,7 @@ Nothing here imports torch; the torch layers live in :mod:`flmcore.nn`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Tuple, Union
+from typing import Sequence, Tuple, Union
 
 import numpy as np
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Union
 
 import torch
 from torch import nn

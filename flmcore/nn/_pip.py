@@ -15,8 +15,7 @@ normalisation times the input size).
 """
 from __future__ import annotations
 
-import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch

@@ -20,3 +20,32 @@ def shared_data() -> Path:
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def require_sample():
+    """``require_sample(name)`` loads a bundled sample, skipping when it is absent (wheel installs)."""
+    def _load(name: str):
+        from flmcore.data import load_sample
+
+        try:
+            return load_sample(name)
+        except Exception as exc:  # the sample lives in the source checkout, not in wheels
+            pytest.skip(f"bundled sample {name!r} unavailable: {exc}")
+    return _load
+
+
+class RecordingProgress:
+    """A ``progress`` callable for DemoContext that records the descriptions it was given."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, iterable, desc="", total=None):
+        self.seen.append(desc)
+        return iterable
+
+
+@pytest.fixture
+def recording_progress():
+    return RecordingProgress()

@@ -7,26 +7,17 @@ import pytest
 from flmcore.demos import DemoContext
 
 
-def test_geometry_demo_quick(tmp_path):
+def test_geometry_demo_quick(tmp_path, require_sample, recording_progress):
     pytest.importorskip("matplotlib")
     from flmcore.demos import geometry
 
-    try:
-        from flmcore.data import load_sample
-        load_sample("aflw2000")
-    except Exception as exc:  # the sample is carried in the repository, but not in wheels
-        pytest.skip(f"bundled sample unavailable: {exc}")
-    seen = []
-
-    def progress(iterable, desc="", total=None):
-        seen.append(desc)
-        return iterable
-
+    require_sample("aflw2000")
+    progress = recording_progress
     md = geometry.run(DemoContext(out_dir=tmp_path, quick=True, seed=1, progress=progress))
     assert md.startswith("## Geometry")
     assert (tmp_path / "geometry.png").stat().st_size > 10_000
     assert "![geometry](geometry.png)" in md
-    assert seen == ["geometry"]
+    assert progress.seen == ["geometry"]
     # the table carries finite numbers for both baselines, the oracle similarity beating the box placement
     rows = [r for r in md.splitlines() if r.startswith("| mean shape")]
     assert len(rows) == 2

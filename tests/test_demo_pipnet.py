@@ -7,25 +7,16 @@ import pytest
 from flmcore.demos import DemoContext
 
 
-def test_pipnet_demo_quick(tmp_path):
+def test_pipnet_demo_quick(tmp_path, require_sample, recording_progress):
     pytest.importorskip("matplotlib")
     pytest.importorskip("torch")
     from flmcore.demos import pipnet
 
-    try:
-        from flmcore.data import load_sample
-        load_sample("helen_pairs")
-    except Exception as exc:  # the sample is carried in the repository, but not in wheels
-        pytest.skip(f"bundled sample unavailable: {exc}")
-    seen = []
-
-    def progress(iterable, desc="", total=None):
-        seen.append(desc)
-        return iterable
-
+    require_sample("helen_pairs")
+    progress = recording_progress
     md = pipnet.run(DemoContext(out_dir=tmp_path, quick=True, seed=0, progress=progress))
     assert md.startswith("## PIPNet")
-    assert seen == ["PIPNet epochs"]
+    assert progress.seen == ["PIPNet epochs"]
     assert (tmp_path / "pipnet_votes.png").stat().st_size > 10_000
     assert "![PIPNet predictions and neighbour votes](pipnet_votes.png)" in md
     rows = {r.split("|")[1].strip(): float(r.split("|")[2]) for r in md.splitlines()

@@ -6,25 +6,16 @@ import pytest
 from flmcore.demos import DemoContext
 
 
-def test_ssr_demo_quick(tmp_path):
+def test_ssr_demo_quick(tmp_path, require_sample, recording_progress):
     pytest.importorskip("matplotlib")
     from flmcore.demos import ssr
 
-    try:
-        from flmcore.data import load_sample
-        load_sample("helen_pairs")
-    except Exception as exc:  # the sample is carried in the repository, but not in wheels
-        pytest.skip(f"bundled sample unavailable: {exc}")
-    seen = []
-
-    def progress(iterable, desc="", total=None):
-        seen.append(desc)
-        return iterable
-
+    require_sample("helen_pairs")
+    progress = recording_progress
     md = ssr.run(DemoContext(out_dir=tmp_path, quick=True, seed=0, progress=progress))
     assert md.startswith("## Sparse shape regression")
     assert (tmp_path / "ssr.png").stat().st_size > 10_000
-    assert "![ssr](ssr.png)" in md and seen == ["ssr"]
+    assert "![ssr](ssr.png)" in md and progress.seen == ["ssr"]
     rows = {r.split("|")[1].strip(): [float(v) for v in re.findall(r"\| ([0-9.]+) \(nnz", r)]
             for r in md.splitlines() if r.startswith("| 68 -> 29") or r.startswith("| 29 -> 68")}
     assert set(rows) == {"68 -> 29", "29 -> 68"}

@@ -22,15 +22,6 @@ ctypedef fused real:
     double
 
 
-cdef inline real _k0(int kind, real u, real inv) noexcept nogil:
-    if kind == 0:
-        if real is float:
-            return expf(-u * inv)
-        else:
-            return exp(-u * inv)
-    return 1 / (1 + u * inv)
-
-
 cdef inline void _k1(int kind, real u, real inv, real* f, real* f1) noexcept nogil:
     cdef real q
     if kind == 0:
@@ -44,24 +35,6 @@ cdef inline void _k1(int kind, real u, real inv, real* f, real* f1) noexcept nog
         q = 1 / (1 + u * inv)
         f[0] = q
         f1[0] = -inv * q * q
-
-
-cdef inline void _k2(int kind, real u, real inv, real* f, real* f1, real* f2) noexcept nogil:
-    cdef real q
-    if kind == 0:
-        if real is float:
-            q = expf(-u * inv)
-        else:
-            q = exp(-u * inv)
-        f[0] = q
-        f1[0] = -inv * q
-        f2[0] = inv * inv * q
-    else:
-        q = 1 / (1 + u * inv)
-        f[0] = q
-        f1[0] = -inv * q * q
-        f2[0] = 2 * inv * inv * q * q * q
-
 
 
 # Hot loops in C: point pairs i < j visited once, each row j > i as a vectorised loop

@@ -29,7 +29,8 @@ for pyx in sorted((here / "flmcore" / "_ext").glob("*.pyx")):
         Extension(
             f"flmcore._ext.{pyx.stem}",
             [str(pyx.relative_to(here))],
-            include_dirs=[np.get_include()],
+            include_dirs=[np.get_include(), str(pyx.parent.relative_to(here))],
+            depends=[str(h.relative_to(here)) for h in sorted(pyx.parent.glob(f"{pyx.stem}*.h"))],
             extra_compile_args=["-O3"] + omp_compile if sys.platform != "win32" else ["/O2"] + omp_compile,
             extra_link_args=omp_link,
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

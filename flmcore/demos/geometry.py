@@ -105,7 +105,6 @@ def run(ctx) -> str:
     from flmcore import anisotropic, metrics, pose, procrustes
     from flmcore.schemes import correspondences, get_scheme
 
-    t_start = time.perf_counter()
     out_dir = Path(ctx.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = ctx.rng()
@@ -186,7 +185,6 @@ def run(ctx) -> str:
     next(it)
     fig_name = "geometry.png"
     _figure(out_dir / fig_name, g_helen, bins, mean_px, S, S_ad, ib)
-    elapsed = time.perf_counter() - t_start
 
     md = [
         "## Geometry: Procrustes, pose bins, anisotropic weights, metrics",
@@ -224,8 +222,6 @@ def run(ctx) -> str:
         f"{int((~valid_io).sum())} faces whose AFLW eye corners are missing (reported, not silently inf).",
         "",
         f"![geometry]({fig_name})",
-        "",
-        f"_geometry part: {elapsed:.1f} s{' (quick)' if ctx.quick else ''}._",
         "",
     ]
     return "\n".join(md)

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "schemes", "io", "procrustes", "pose", "anisotropic", "metrics", "ssr", "sift",
-    "cascade", "lddmm", "data", "nn", "train",
+    "cascade", "lddmm", "pip", "similar_points", "data", "nn", "train",
 }
 
 

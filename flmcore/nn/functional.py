@@ -1,7 +1,8 @@
-"""flmcore.nn.functional: public hub; implementations live in the private flmcore.nn._* modules.
+"""Stateless torch ops of flmcore (kornia-style functional twins of the modules).
 
-Each topic adds its own re-export lines below (only add lines, keep each import
-pointing to importable code).
+LDDMM flows and curve norms (CPU ``_ext`` kernels with hand-written backward, pure torch elsewhere),
+PIPNet label assignment and decoding, landmark losses (Wing family, anisotropic, mixed-branch) and
+heatmap helpers.
 """
 __all__ = []
 from ._pip import pip_decode, pip_merge, pip_score_targets, pip_targets  # noqa: E402

@@ -1,7 +1,4 @@
-"""flmcore.nn.heads: public hub; implementations live in the private flmcore.nn._* modules.
-
-Each topic adds its own re-export lines below (only add lines, keep each import
-pointing to importable code).
+"""Heads: PIPNet pixel-in-pixel head, coordinate and heatmap heads (ATF), LDDMM momentum head.
 """
 __all__ = []
 from ._pip import PIPHead  # noqa: E402

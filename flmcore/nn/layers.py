@@ -1,7 +1,4 @@
-"""flmcore.nn.layers: public hub; implementations live in the private flmcore.nn._* modules.
-
-Each topic adds its own re-export lines below (only add lines, keep each import
-pointing to importable code).
+"""Layers: shape-indexed SIFT features and the LDDMM deformation layer.
 """
 __all__ = []
 from ._sift import ShapeIndexedSIFT  # noqa: E402  (shape-indexed SIFT)

@@ -1,7 +1,5 @@
-"""flmcore.nn.losses: public hub; implementations live in the private flmcore.nn._* modules.
-
-Each topic adds its own re-export lines below (only add lines, keep each import
-pointing to importable code).
+"""Landmark losses as :class:`torch.nn.Module` s: Wing family, L1/L2/smooth-L1, anisotropic (Rayhan et al.),
+mixed-branch (ATF), curve + landmark (LDDMM-Face) and PIPNet losses.
 """
 __all__ = []
 from ._pip import PIPLoss  # noqa: E402

@@ -1,7 +1,4 @@
-"""flmcore.nn.models: public hub; implementations live in the private flmcore.nn._* modules.
-
-Each topic adds its own re-export lines below (only add lines, keep each import
-pointing to importable code).
+"""Whole models: PIPNet, ATF multi-branch, LDDMM-Face and the DRN cascade.
 """
 __all__ = []
 from ._pip import PIPNet  # noqa: E402

@@ -1,7 +1,5 @@
 """Training procedures of flmcore (torch): DRN-SSR alternation, ATDP and pose-balanced
-samplers (DDP-aware), self-training with curriculum.
-
-Each topic adds its re-export lines below (only add lines).
+samplers (DDP-aware), ATF alternating training, PIPNet training and self-training with curriculum.
 """
 __all__ = []
 from ._samplers import ATDPSampler, PoseBalancedSampler, atdp_batch_counts, atdp_proportions  # noqa: E402

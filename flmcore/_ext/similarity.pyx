@@ -165,6 +165,27 @@ cdef enum:
     CHUNK = 128
 
 
+cdef void _reduce_chunks(double[:, :, ::1] acc, double[:, ::1] out) noexcept nogil:
+    """Sum the per-chunk ``(sum w x, sum w y, sum w)`` in chunk order (thread-count independent) into
+    the weighted mean per point; NaN where no shape has the point."""
+    cdef Py_ssize_t i, c
+    cdef double s0, s1, sw
+    for i in range(acc.shape[1]):
+        s0 = 0.0
+        s1 = 0.0
+        sw = 0.0
+        for c in range(acc.shape[0]):
+            s0 = s0 + acc[c, i, 0]
+            s1 = s1 + acc[c, i, 1]
+            sw = sw + acc[c, i, 2]
+        if sw > 0.0:
+            out[i, 0] = s0 / sw
+            out[i, 1] = s1 / sw
+        else:
+            out[i, 0] = NAN
+            out[i, 1] = NAN
+
+
 def weighted_point_mean(const double[:, :, ::1] shapes, const double[:, ::1] w, double[:, ::1] out,
                         int num_threads):
     """Per-point weighted mean over the batch: ``out[i] = sum_b w[b,i] x[b,i] / sum_b w[b,i]``.
@@ -180,7 +201,7 @@ def weighted_point_mean(const double[:, :, ::1] shapes, const double[:, ::1] w, 
     cdef Py_ssize_t nchunk = (B + CHUNK - 1) // CHUNK
     cdef double[:, :, ::1] acc = np.zeros((nchunk, P, 3))
     cdef Py_ssize_t c, b, i, b0, b1, bw
-    cdef double wi, s0, s1, sw
+    cdef double wi
     for c in prange(nchunk, nogil=True, num_threads=num_threads, schedule="static"):
         b0 = c * CHUNK
         b1 = b0 + CHUNK
@@ -193,20 +214,7 @@ def weighted_point_mean(const double[:, :, ::1] shapes, const double[:, ::1] w, 
                 acc[c, i, 0] += wi * shapes[b, i, 0]
                 acc[c, i, 1] += wi * shapes[b, i, 1]
                 acc[c, i, 2] += wi
-    for i in range(P):
-        s0 = 0.0
-        s1 = 0.0
-        sw = 0.0
-        for c in range(nchunk):
-            s0 = s0 + acc[c, i, 0]
-            s1 = s1 + acc[c, i, 1]
-            sw = sw + acc[c, i, 2]
-        if sw > 0.0:
-            out[i, 0] = s0 / sw
-            out[i, 1] = s1 / sw
-        else:
-            out[i, 0] = NAN
-            out[i, 1] = NAN
+    _reduce_chunks(acc, out)
 
 
 def shape_moments(const double[:, :, ::1] shapes, const double[:, ::1] w, double[:, ::1] out, int num_threads):
@@ -257,7 +265,7 @@ def similarity_fit_mean(const double[:, :, ::1] src, const double[:, :, ::1] dst
     cdef double[:, :, ::1] acc = np.zeros((nchunk, P, 3))
     cdef Py_ssize_t c, b, i, b0, b1, bd, bw
     cdef int st
-    cdef double s, r00, r01, r10, r11, t0, t1, x0, x1, wi, s0, s1, sw
+    cdef double s, r00, r01, r10, r11, t0, t1, x0, x1, wi
     for c in prange(nchunk, nogil=True, num_threads=num_threads, schedule="static"):
         b0 = c * CHUNK
         b1 = b0 + CHUNK
@@ -290,17 +298,4 @@ def similarity_fit_mean(const double[:, :, ::1] src, const double[:, :, ::1] dst
                 acc[c, i, 0] += wi * (r00 * x0 + r01 * x1 + t0)
                 acc[c, i, 1] += wi * (r10 * x0 + r11 * x1 + t1)
                 acc[c, i, 2] += wi
-    for i in range(P):
-        s0 = 0.0
-        s1 = 0.0
-        sw = 0.0
-        for c in range(nchunk):
-            s0 = s0 + acc[c, i, 0]
-            s1 = s1 + acc[c, i, 1]
-            sw = sw + acc[c, i, 2]
-        if sw > 0.0:
-            mean_out[i, 0] = s0 / sw
-            mean_out[i, 1] = s1 / sw
-        else:
-            mean_out[i, 0] = NAN
-            mean_out[i, 1] = NAN
+    _reduce_chunks(acc, mean_out)

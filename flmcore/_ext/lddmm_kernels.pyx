@@ -41,6 +41,7 @@ cdef inline void _k1(int kind, real u, real inv, real* f, real* f1) noexcept nog
 # (structure-of-arrays scratch, branch-free exp, AVX2/FMA clone dispatched at run time on x86-64 Linux/GCC).
 cdef extern from *:
     """
+    #include <stddef.h>
     #include <stdlib.h>
     #include <string.h>
     #include <stdint.h>
@@ -64,8 +65,14 @@ cdef extern from *:
        |r| <= ln2 / 2 (round-to-nearest by the 1.5 * 2^52 trick), degree-12 Taylor polynomial of
        exp(r) (relative error < 4e-16), times 2^n built in the exponent bits; 0 below exp(-600). */
     static inline double lk_exp_d(double x0) {
-        /* below -600 the result is set to 0 (no denormal products downstream) */
-        double x = x0 < -600.0 ? -600.0 : x0;
+        /* below -600 the result is set to 0 (no denormal products downstream); integer selects, see
+           lk_exp_f */
+        int64_t xb, cb = (int64_t)0xC082C00000000000LL; /* bits of -600.0 */
+        memcpy(&xb, &x0, 8);
+        const int64_t m = -(int64_t)(x0 < -600.0); /* all ones below the clamp */
+        xb = (xb & ~m) | (cb & m);
+        double x;
+        memcpy(&x, &xb, 8);
         const double magic = 6755399441055744.0;
         double t = x * 1.4426950408889634 + magic;
         double n = t - magic;
@@ -86,15 +93,23 @@ cdef extern from *:
         int64_t ti;
         memcpy(&ti, &t, 8);
         int64_t bits = (ti - (int64_t)0x4338000000000000LL + 1023) << 52;
+        bits &= ~m;
         double s;
         memcpy(&s, &bits, 8);
-        return x0 < -600.0 ? 0.0 : p * s;
+        return p * s;
     }
 
     /* float version: degree-7 polynomial (relative error ~1e-7), 1.5 * 2^23 rounding trick. */
     static inline float lk_exp_f(float x0) {
-        /* below -80 the result is set to 0 (no denormal products downstream) */
-        float x = x0 < -80.0f ? -80.0f : x0;
+        /* below -80 the result is set to 0 (no denormal products downstream).  The clamp and the zeroing
+           are bitwise masks on the bit patterns: a select (?:) there is turned
+           into control flow (jump threading on the clamped constant) and the calling loops do not vectorise. */
+        int32_t xb, cb = (int32_t)0xC2A00000; /* bits of -80.0f */
+        memcpy(&xb, &x0, 4);
+        const int32_t m = -(int32_t)(x0 < -80.0f); /* all ones below the clamp */
+        xb = (xb & ~m) | (cb & m);
+        float x;
+        memcpy(&x, &xb, 4);
         const float magic = 12582912.0f;
         float t = x * 1.44269504f + magic;
         float n = t - magic;
@@ -110,9 +125,10 @@ cdef extern from *:
         int32_t ti;
         memcpy(&ti, &t, 4);
         int32_t bits = (ti - (int32_t)0x4B400000 + 127) << 23;
+        bits &= ~m;
         float s;
         memcpy(&s, &bits, 4);
-        return x0 < -80.0f ? 0.0f : p * s;
+        return p * s;
     }
     /* the kernels, written once in lddmm_kernels_impl.h and instantiated per precision */
     #define REAL double

@@ -9,7 +9,9 @@
  * and LK_CLONES / LK_INLINE.  These four macros are #undef'd at the end of this file.
  *
  * Hot loops: point pairs i < j visited once, each row j > i as a vectorised loop over structure-of-arrays
- * scratch.  Run-time switches (kernel kind; vari / grad of the curve energy) are arguments of one
+ * scratch.  Their index is a ptrdiff_t: Python's CFLAGS carry -fwrapv, under which an int index is not an
+ * affine address (it may wrap) and GCC does not vectorise the loop.  Run-time switches (kernel kind;
+ * vari / grad of the curve energy) are arguments of one
  * always-inline body; the dispatchers call it with literal constants so that the compiler emits one
  * specialised copy per case with the dead branches removed. */
 #if !defined(REAL) || !defined(SFX) || !defined(EXPFN) || !defined(SQRT)
@@ -42,7 +44,7 @@ LK_INLINE void LK_NAME(lk_velocity_k)(const REAL* x, const REAL* a, int P, const
         REAL s0 = 0, s1 = 0;
         const int e = gend[i];
         #pragma omp simd reduction(+:s0,s1)
-        for (int j = i + 1; j < e; j++) {
+        for (ptrdiff_t j = i + 1; j < e; j++) {
             REAL d0 = xi - X[j], d1 = yi - Y[j];
             REAL k = LK_NAME(lk_kval)(d0 * d0 + d1 * d1, inv, kind);
             s0 += k * AX[j]; s1 += k * AY[j];
@@ -76,7 +78,7 @@ LK_INLINE void LK_NAME(lk_velocity_vjp_k)(const REAL* x, const REAL* a, const RE
         REAL di0 = 0, di1 = 0, gi0 = 0, gi1 = 0;
         const int e = gend[i];
         #pragma omp simd reduction(+:di0,di1,gi0,gi1)
-        for (int j = i + 1; j < e; j++) {
+        for (ptrdiff_t j = i + 1; j < e; j++) {
             REAL d0 = xi - X[j], d1 = yi - Y[j];
             REAL f = LK_NAME(lk_kval)(d0 * d0 + d1 * d1, inv, kind);
             REAL f1 = LK_NAME(lk_k1)(f, inv, kind);
@@ -115,7 +117,7 @@ LK_INLINE void LK_NAME(lk_ham_field_k)(const REAL* x, const REAL* p, int P, cons
         REAL a0 = 0, a1 = 0, b0 = 0, b1 = 0;
         const int e = gend[i];
         #pragma omp simd reduction(+:a0,a1,b0,b1)
-        for (int j = i + 1; j < e; j++) {
+        for (ptrdiff_t j = i + 1; j < e; j++) {
             REAL d0 = xi - X[j], d1 = yi - Y[j];
             REAL f = LK_NAME(lk_kval)(d0 * d0 + d1 * d1, inv, kind);
             REAL f1 = LK_NAME(lk_k1)(f, inv, kind);
@@ -156,7 +158,7 @@ LK_INLINE void LK_NAME(lk_ham_vjp_k)(const REAL* x, const REAL* p, const REAL* c
         REAL sx0 = 0, sx1 = 0, sp0 = 0, sp1 = 0;
         const int e = gend[i];
         #pragma omp simd reduction(+:sx0,sx1,sp0,sp1)
-        for (int j = i + 1; j < e; j++) {
+        for (ptrdiff_t j = i + 1; j < e; j++) {
             REAL d0 = xi - X[j], d1 = yi - Y[j];
             REAL f = LK_NAME(lk_kval)(d0 * d0 + d1 * d1, inv, kind);
             REAL f1 = LK_NAME(lk_k1)(f, inv, kind), f2 = LK_NAME(lk_k2)(f, inv, kind);
@@ -222,7 +224,7 @@ LK_INLINE REAL LK_NAME(lk_curve_energy_k)(const REAL* c1, const REAL* t1, int N1
             st0 = 2 * scale * ti0; st1 = 2 * scale * ti1;
         }
         #pragma omp simd reduction(+:e,sc0,sc1,st0,st1)
-        for (int j = j0; j < j1; j++) {
+        for (ptrdiff_t j = j0; j < j1; j++) {
             REAL d0 = ci0 - CX[j], d1 = ci1 - CY[j];
             REAL f = LK_NAME(lk_kval)(d0 * d0 + d1 * d1, inv, kind);
             REAL dot = ti0 * TX[j] + ti1 * TY[j];

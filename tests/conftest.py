@@ -49,3 +49,14 @@ class RecordingProgress:
 @pytest.fixture
 def recording_progress():
     return RecordingProgress()
+
+
+@pytest.fixture(scope="session")
+def helen_pairs():
+    """The bundled HELEN pairs sample (234 crops, 68- and 29-point labels); skips when absent."""
+    from flmcore.data import load_sample
+
+    try:
+        return load_sample("helen_pairs")
+    except Exception as exc:  # the sample lives in the source checkout, not in wheels
+        pytest.skip(f"helen_pairs sample not available: {exc}")

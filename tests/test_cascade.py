@@ -8,13 +8,8 @@ from flmcore.cascade import (SDM, box_frames, from_box_units, normalise_faces, p
 
 
 @pytest.fixture(scope="module")
-def helen():
-    from flmcore.data import load_sample
-
-    try:
-        d = load_sample("helen_pairs")
-    except Exception as exc:  # pragma: no cover
-        pytest.skip(f"helen_pairs sample not available: {exc}")
+def helen(helen_pairs):
+    d = helen_pairs
     box = np.tile([0.0, 0.0, 128.0, 128.0], (d["images"].shape[0], 1))
     return d["images"], d["shapes29"], box
 

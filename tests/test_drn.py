@@ -10,13 +10,8 @@ from flmcore.train._drn_ssr import _fit_H
 
 
 @pytest.fixture(scope="module")
-def helen():
-    from flmcore.data import load_sample
-
-    try:
-        d = load_sample("helen_pairs")
-    except Exception as exc:  # pragma: no cover
-        pytest.skip(f"helen_pairs sample not available: {exc}")
+def helen(helen_pairs):
+    d = helen_pairs
     box = np.tile([0.0, 0.0, 128.0, 128.0], (d["images"].shape[0], 1))
     return d, box
 

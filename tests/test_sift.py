@@ -54,14 +54,8 @@ def reference_sift(img, x, y, window, theta, smooth=OPENCV_SMOOTH):
 
 
 @pytest.fixture(scope="module")
-def faces():
-    from flmcore.data import load_sample
-
-    try:
-        d = load_sample("helen_pairs")
-    except Exception as exc:  # pragma: no cover - sample missing
-        pytest.skip(f"helen_pairs sample not available: {exc}")
-    return d["images"][:6], d["shapes68"][:6]
+def faces(helen_pairs):
+    return helen_pairs["images"][:6], helen_pairs["shapes68"][:6]
 
 
 def _smooth_image(rng, H=48, W=56):

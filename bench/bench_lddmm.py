@@ -243,7 +243,7 @@ def run_bench(args):
 
 # ----------------------------------------------------------------------------- experiments
 def experiment_sparse(args):
-    from flmcore.demos import lddmm as demo
+    from flmcore.train.demos import lddmm as demo
 
     shapes = demo.load_helen68()
     res = demo.sparse_to_dense(shapes, subset=args.subset, n_steps=10, mode="flow", max_iter=100, gamma=1e-3,
@@ -268,7 +268,7 @@ def experiment_train(args):
     import torch
 
     from flmcore.data import load_sample
-    from flmcore.demos import lddmm as demo
+    from flmcore.train.demos import lddmm as demo
     from flmcore.metrics import nme, nme_curve
 
     torch.set_num_threads(2)

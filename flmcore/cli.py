@@ -35,7 +35,7 @@ def cmd_demo(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from flmcore.demos import PARTS, DemoContext
+    from flmcore.train.demos import PARTS, DemoContext
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -59,9 +59,9 @@ def cmd_demo(args) -> int:
         bar.set_postfix_str(name)
         t0 = time.perf_counter()
         try:
-            mod = importlib.import_module(f"flmcore.demos.{name}")
+            mod = importlib.import_module(f"flmcore.train.demos.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"flmcore.demos.{name}":
+            if exc.name == f"flmcore.train.demos.{name}":
                 continue  # part not built in this version
             raise
         try:

@@ -5,7 +5,7 @@ import pytest
 def test_demo_atf_quick(tmp_path):
     pytest.importorskip("matplotlib")
     from flmcore.data import sample_dir
-    from flmcore.demos import DemoContext, atf
+    from flmcore.train.demos import DemoContext, atf
 
     if not (sample_dir() / "helen_pairs.npz").is_file():
         pytest.skip("bundled sample not present")

@@ -5,8 +5,8 @@ import pytest
 
 
 def test_demo_cascade_quick(tmp_path):
-    from flmcore.demos import DemoContext
-    from flmcore.demos.cascade import run
+    from flmcore.train.demos import DemoContext
+    from flmcore.train.demos.cascade import run
 
     try:
         from flmcore.data import load_sample

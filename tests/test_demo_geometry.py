@@ -4,12 +4,12 @@ import re
 import numpy as np
 import pytest
 
-from flmcore.demos import DemoContext
+from flmcore.train.demos import DemoContext
 
 
 def test_geometry_demo_quick(tmp_path, require_sample, recording_progress):
     pytest.importorskip("matplotlib")
-    from flmcore.demos import geometry
+    from flmcore.train.demos import geometry
 
     require_sample("aflw2000")
     progress = recording_progress

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from flmcore.demos import DemoContext
-from flmcore.demos import lddmm as demo
+from flmcore.train.demos import DemoContext
+from flmcore.train.demos import lddmm as demo
 
 
 def test_sparse_indices_ibug68():

@@ -4,13 +4,13 @@ import re
 import numpy as np
 import pytest
 
-from flmcore.demos import DemoContext
+from flmcore.train.demos import DemoContext
 
 
 def test_pipnet_demo_quick(tmp_path, require_sample, recording_progress):
     pytest.importorskip("matplotlib")
     pytest.importorskip("torch")
-    from flmcore.demos import pipnet
+    from flmcore.train.demos import pipnet
 
     require_sample("helen_pairs")
     progress = recording_progress

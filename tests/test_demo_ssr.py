@@ -3,12 +3,12 @@ import re
 
 import pytest
 
-from flmcore.demos import DemoContext
+from flmcore.train.demos import DemoContext
 
 
 def test_ssr_demo_quick(tmp_path, require_sample, recording_progress):
     pytest.importorskip("matplotlib")
-    from flmcore.demos import ssr
+    from flmcore.train.demos import ssr
 
     require_sample("helen_pairs")
     progress = recording_progress

@@ -15,7 +15,7 @@ re-annotation and |yaw|), or ``<data_dir>/<name>.npz`` files with the same keys.
    the two manual AFLW2000 annotations (68 -> 21 correspondences), including the
    cross-annotation curve error NME_c.
 
-Run alone: ``python -m flmcore.demos.geometry --out DIR``.
+Run alone: ``python -m flmcore.train.demos.geometry --out DIR``.
 """
 from __future__ import annotations
 
@@ -228,13 +228,13 @@ def run(ctx) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m flmcore.demos.geometry", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m flmcore.train.demos.geometry", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="flmcore-demo-geometry", help="output folder")
     ap.add_argument("--data", default=None, help="folder with helen68_shapes.npz / aflw2000.npz")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
-    from flmcore.demos import DemoContext
+    from flmcore.train.demos import DemoContext
 
     ctx = DemoContext(out_dir=Path(args.out), data_dir=Path(args.data) if args.data else None, quick=args.quick)
     text = run(ctx)

@@ -20,8 +20,8 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from .. import lddmm
-from ..schemes import get_scheme
+from flmcore import lddmm
+from flmcore.schemes import get_scheme
 
 __all__ = ["run", "sparse_indices", "load_helen68", "sparse_to_dense", "train_lddmm_face"]
 
@@ -55,7 +55,7 @@ def load_helen68(data_dir: Optional[Path] = None) -> np.ndarray:
     ``data_dir`` (a ``300w_helen_trainset_68pt`` folder or its parent) read from its .pts files."""
     if data_dir is None:
         try:
-            from ..data import load_sample
+            from flmcore.data import load_sample
             return load_sample("helen68_shapes")["shapes"]
         except Exception:  # sample not built / not shipped: fall back to the shared data folder
             data_dir = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -155,8 +155,8 @@ def sparse_to_dense(shapes: np.ndarray, *, scheme="ibug68", n_folds: int = 2, su
         flows at all 68 mean-face points; ``kept``, ``hidden``, ``test``; ``example``:
         data of the first face for figures; ``seconds`` per method.
     """
-    from ..metrics import nme, nme_curve
-    from ..procrustes import align, generalized_procrustes
+    from flmcore.metrics import nme, nme_curve
+    from flmcore.procrustes import align, generalized_procrustes
 
     s = get_scheme(scheme)
     shapes = np.asarray(shapes, dtype=np.float64)
@@ -178,7 +178,7 @@ def sparse_to_dense(shapes: np.ndarray, *, scheme="ibug68", n_folds: int = 2, su
     ssr_cls = None
     if with_ssr:
         try:
-            from ..ssr import SparseShapeRegression as ssr_cls
+            from flmcore.ssr import SparseShapeRegression as ssr_cls
         except Exception:
             ssr_cls = None
     if not with_all_points:
@@ -331,8 +331,8 @@ def train_lddmm_face(images, shapes68, *, epochs: int = 30, batch_size: int = 32
     import torch
     from torch import nn
 
-    from ..nn import CurveLandmarkLoss
-    from ..nn.models import LDDMMFace
+    from flmcore.nn import CurveLandmarkLoss
+    from flmcore.nn.models import LDDMMFace
 
     torch.manual_seed(int(rng))
     gen = np.random.default_rng(rng)

@@ -59,13 +59,13 @@ def experiment(*, size: str = "full", seed: int = 0, progress=None, num_threads=
 
 
 def _experiment(size, seed, progress, num_threads):
-    from ..cascade import SDM, to_box_units
-    from ..data import load_sample
-    from ..metrics import nme
-    from ..nn.models import DRNCascade
-    from ..ssr import SchemeUnion
-    from ..train import fit_drn_ssr
-    from ..train._drn_ssr import _fit_H
+    from flmcore.cascade import SDM, to_box_units
+    from flmcore.data import load_sample
+    from flmcore.metrics import nme
+    from flmcore.nn.models import DRNCascade
+    from flmcore.ssr import SchemeUnion
+    from flmcore.train import fit_drn_ssr
+    from flmcore.train._drn_ssr import _fit_H
 
     d = load_sample("helen_pairs")
     images, s68, s29 = d["images"], d["shapes68"], d["shapes29"]
@@ -139,7 +139,7 @@ def _figure(res, path_ced, path_pred):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..metrics import ced
+    from flmcore.metrics import ced
 
     fig, ax = plt.subplots(figsize=(4.2, 3.2))
     for k, e in res["errors"].items():
@@ -174,7 +174,7 @@ def _figure(res, path_ced, path_pred):
 
 def run(ctx) -> str:
     """``flmcore demo`` part: the §4.2.1 comparison on the bundled HELEN pairs."""
-    from ..metrics import auc
+    from flmcore.metrics import auc
 
     res = experiment(size="quick" if ctx.quick else "demo", seed=ctx.seed, progress=ctx.progress)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)

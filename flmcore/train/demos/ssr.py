@@ -11,7 +11,7 @@ LFPW-29 labels), or ``<data_dir>/helen_pairs.npz`` with the same keys.
 3. Figure: held-out crops with the 29 ground-truth points and the points predicted from the
    68-point labels, and the source points one target uses (the paper's Fig. 7).
 
-Run alone: ``python -m flmcore.demos.ssr --out DIR``.
+Run alone: ``python -m flmcore.train.demos.ssr --out DIR``.
 """
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def run(ctx) -> str:
 
 
 def main(argv=None) -> int:
-    from flmcore.demos import DemoContext
+    from flmcore.train.demos import DemoContext
 
     ap = argparse.ArgumentParser(description="flmcore demo part: sparse shape regression")
     ap.add_argument("--out", default="demo_ssr")

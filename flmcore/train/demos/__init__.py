@@ -4,6 +4,10 @@
 minute on 2 CPU cores), writes its PNG figures into ``ctx.out_dir`` and returns a
 markdown section (``## Title`` + text/tables + ``![](figure.png)``) that the CLI
 puts into ``report.md``.
+
+The parts live under :mod:`flmcore.train` because they are short training runs
+on real data (several use torch), and the core below ``flmcore.nn`` never imports
+torch; the geometry and ssr parts stay NumPy-only.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ iBUG-68 labels), or ``<data_dir>/helen_pairs.npz`` with the same keys.
 The budget is seconds, not the paper's 60 epochs: the numbers show the
 pipeline working, not PIPNet's accuracy (see docs/guide/pipnet.rst).
 
-Run alone: ``python -m flmcore.demos.pipnet --out DIR [--quick]``.
+Run alone: ``python -m flmcore.train.demos.pipnet --out DIR [--quick]``.
 """
 from __future__ import annotations
 
@@ -152,12 +152,12 @@ def run(ctx) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m flmcore.demos.pipnet", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m flmcore.train.demos.pipnet", description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="demo_out", help="folder for the figure and report")
     ap.add_argument("--data", default=None, help="folder holding helen_pairs.npz (default: bundled sample)")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
-    from flmcore.demos import DemoContext
+    from flmcore.train.demos import DemoContext
 
     ctx = DemoContext(out_dir=Path(args.out), data_dir=Path(args.data) if args.data else None, quick=args.quick)
     text = run(ctx)

@@ -1,7 +1,7 @@
 """Demo part ``atf``: multi-dataset training (ATF), landmark losses and pose balancing on real faces.
 
 Three small real-data experiments, shared by ``flmcore demo`` (short budgets) and the
-documentation (``python -m flmcore.demos.atf --full --out docs/_static``):
+documentation (``python -m flmcore.train.demos.atf --full --out docs/_static``):
 
 1. **ATF on HELEN** — the 234 bundled HELEN crops carry both the iBUG 68-point and the
    29-point (Zhou et al.) labels.  The faces are split into a test part (both labels, held
@@ -413,19 +413,19 @@ def run(ctx) -> str:
         "",
         "![](atf_pose_bins.png)",
         "",
-        f"_(short budgets, {dt:.0f} s; the documented runs: `python -m flmcore.demos.atf --only atf --epochs 30 "
+        f"_(short budgets, {dt:.0f} s; the documented runs: `python -m flmcore.train.demos.atf --only atf --epochs 30 "
         "--seeds 0 1 2` and `--only losses --epochs 50 --seeds 0 1 2`)_",
     ])
 
 
 def main(argv=None) -> dict:
-    """Full-size experiments for the documentation: ``python -m flmcore.demos.atf --full --out docs/_static``."""
+    """Full-size experiments for the documentation: ``python -m flmcore.train.demos.atf --full --out docs/_static``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import torch
 
-    ap = argparse.ArgumentParser(prog="python -m flmcore.demos.atf", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m flmcore.train.demos.atf", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", action="store_true", help="documentation budgets (a few minutes per experiment)")
     ap.add_argument("--out", default=".", help="folder for the PNG figures")

@@ -21,9 +21,21 @@ from libc.math cimport sqrt, NAN
 import numpy as np
 
 
+cdef inline int _identity(double* out, int status) noexcept nogil:
+    """Write the identity transform (s = 1, R = I, t = 0) for an item that cannot be fitted."""
+    out[0] = 1.0
+    out[1] = 1.0
+    out[2] = 0.0
+    out[3] = 0.0
+    out[4] = 1.0
+    out[5] = 0.0
+    out[6] = 0.0
+    return status
+
+
 cdef inline int _fit_one(const double* x, const double* y, const double* w, Py_ssize_t P,
                          bint scale, bint reflection, double* out) noexcept nogil:
-    """Fit one item (x, y: P*2 contiguous); out = [s, r00, r01, r10, r11, t0, t1]. Returns a status code."""
+    """Fit one item (x, y: P*2 contiguous); out = [s, r00, r01, r10, r11, t0, t1] (identity on failure). Returns a status code."""
     cdef Py_ssize_t i
     cdef double sw = 0.0, mx0 = 0.0, mx1 = 0.0, my0 = 0.0, my1 = 0.0
     cdef double wi, ax0, ax1, ay0, ay1
@@ -42,7 +54,7 @@ cdef inline int _fit_one(const double* x, const double* y, const double* w, Py_s
         my0 = my0 + wi * y[2 * i]
         my1 = my1 + wi * y[2 * i + 1]
     if nvalid < 2:
-        return 1
+        return _identity(out, 1)
     mx0 = mx0 / sw
     mx1 = mx1 / sw
     my0 = my0 / sw
@@ -67,9 +79,9 @@ cdef inline int _fit_one(const double* x, const double* y, const double* w, Py_s
         m11 = m11 + wi * ay1 * ax1
     # degenerate: spread below 1e-12 of the coordinate magnitude (all points equal)
     if not (sxx > 1e-24 * rawx) or sxx <= 0.0:
-        return 2
+        return _identity(out, 2)
     if not (syy > 1e-24 * rawy) or syy <= 0.0:
-        return 3
+        return _identity(out, 3)
     p = m00 + m11
     q = m10 - m01
     mp = sqrt(p * p + q * q)
@@ -138,14 +150,6 @@ def similarity_fit(const double[:, :, ::1] src, const double[:, :, ::1] dst, con
         bw = b if Bw > 1 else 0
         st = _fit_one(&src[b, 0, 0], &dst[bd, 0, 0], &w[bw, 0], P, scale, reflection, &params[b, 0])
         status[b] = <signed char> st
-        if st != 0:
-            params[b, 0] = 1.0
-            params[b, 1] = 1.0
-            params[b, 2] = 0.0
-            params[b, 3] = 0.0
-            params[b, 4] = 1.0
-            params[b, 5] = 0.0
-            params[b, 6] = 0.0
         if do_apply:
             s = params[b, 0]
             r00 = s * params[b, 1]
@@ -276,14 +280,6 @@ def similarity_fit_mean(const double[:, :, ::1] src, const double[:, :, ::1] dst
             bw = b if Bw > 1 else 0
             st = _fit_one(&src[b, 0, 0], &dst[bd, 0, 0], &w[bw, 0], P, scale, reflection, &params[b, 0])
             status[b] = <signed char> st
-            if st != 0:
-                params[b, 0] = 1.0
-                params[b, 1] = 1.0
-                params[b, 2] = 0.0
-                params[b, 3] = 0.0
-                params[b, 4] = 1.0
-                params[b, 5] = 0.0
-                params[b, 6] = 0.0
             s = params[b, 0]
             r00 = s * params[b, 1]
             r01 = s * params[b, 2]

@@ -4,10 +4,16 @@
 (or ``--data DIR``) and writes a markdown report with PNG figures;
 ``flmcore bench`` runs the benchmarks of ``bench/`` (source checkout only);
 ``flmcore info`` prints versions, thread settings and the compiled kernels.
+
+Structure: one ``cmd_<name>(args) -> int`` function per subcommand, each
+registered in :func:`build_parser` with ``set_defaults(func=cmd_<name>)``.
+Exit codes: 0 success, 1 a step failed, 2 bad arguments, 3 no data to run on.
+Errors print one line; set ``FLMCORE_DEBUG=1`` for the full traceback.
 """
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 import importlib
 import os
 import platform
@@ -17,7 +23,17 @@ import traceback
 from pathlib import Path
 from typing import List, Optional
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_DATA = 0, 1, 2, 3
+
+
+def _debug() -> bool:
+    return os.environ.get("FLMCORE_DEBUG", "") not in ("", "0")
+
+
+def _error(cmd: str, msg: str) -> None:
+    print(f"flmcore {cmd}: {msg}", file=sys.stderr)
 
 
 def _progress_factory(enabled: bool):
@@ -31,60 +47,90 @@ def _progress_factory(enabled: bool):
     return progress
 
 
+def _no_data_message(needed: List[str], data_dir: Optional[Path]) -> str:
+    files = ", ".join(f"{n}.npz" for n in needed)
+    where = (f"--data {data_dir} holds none of the files the demo reads ({files})" if data_dir is not None
+             else "the bundled real-face sample is not installed (it is research-use data kept only in the "
+                  "source repository, not in wheels)")
+    return (f"no data to run on: {where}.\n"
+            "  - from a source checkout:  pip install \"torch==2.13.0\" -e .  &&  flmcore demo\n"
+            f"  - or pass a folder of sample files:  flmcore demo --data DIR  (DIR/<name>.npz in the format "
+            f"of flmcore.data.load_sample: {files})")
+
+
 def cmd_demo(args) -> int:
-    import matplotlib
+    """Run the demo parts on real faces and write ``report.md`` with figures."""
+    from flmcore.data import sample_available, use_data_dir
+    from flmcore.train.demos import NEEDS, PARTS
 
-    matplotlib.use("Agg")
-    from flmcore.train.demos import PARTS, DemoContext
-
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(args.data).resolve() if args.data else None
-    if data_dir is not None and not data_dir.is_dir():
-        print(f"flmcore demo: --data {data_dir} is not a folder", file=sys.stderr)
-        return 2
     parts = args.parts or list(PARTS)
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
-        print(f"flmcore demo: unknown part(s) {unknown}; known: {', '.join(PARTS)}", file=sys.stderr)
-        return 2
-    ctx = DemoContext(out_dir=out, data_dir=data_dir, quick=args.quick, seed=args.seed,
+        _error("demo", f"unknown part(s) {', '.join(unknown)}; known: {', '.join(PARTS)}")
+        return EXIT_USAGE
+    data_dir = Path(args.data).expanduser().resolve() if args.data else None
+    if data_dir is not None and not data_dir.is_dir():
+        _error("demo", f"--data {data_dir} is not a folder")
+        return EXIT_USAGE
+    with (use_data_dir(data_dir) if data_dir is not None else nullcontext()):
+        needed = sorted({n for p in parts for n in NEEDS.get(p, ())})
+        have = {n: sample_available(n) for n in needed}
+    runnable = [p for p in parts if all(have[n] for n in NEEDS.get(p, ()))]
+    if not runnable:
+        _error("demo", _no_data_message(needed, data_dir))
+        return EXIT_NO_DATA
+    for p in parts:
+        if p not in runnable:
+            miss = ", ".join(f"{n}.npz" for n in NEEDS[p] if not have[n])
+            _error("demo", f"skipping part {p}: it needs {miss} in {data_dir}")
+    with (use_data_dir(data_dir) if data_dir is not None else nullcontext()):
+        return _run_demo(args, runnable, data_dir)
+
+
+def _run_demo(args, parts: List[str], data_dir: Optional[Path]) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from tqdm.auto import tqdm
+
+    from flmcore import __version__
+    from flmcore.train.demos import DemoContext
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    # data_dir=None: every part reads through flmcore.data.load_sample, which the
+    # caller pointed at --data DIR (use_data_dir) when one was given.
+    ctx = DemoContext(out_dir=out, data_dir=None, quick=args.quick, seed=args.seed,
                       progress=_progress_factory(not args.no_progress))
     sections: List[str] = []
     failed: List[str] = []
-    from tqdm.auto import tqdm
-
     bar = tqdm(parts, desc="flmcore demo", disable=args.no_progress, dynamic_ncols=True)
     for name in bar:
         bar.set_postfix_str(name)
         t0 = time.perf_counter()
         try:
             mod = importlib.import_module(f"flmcore.train.demos.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"flmcore.train.demos.{name}":
-                continue  # part not built in this version
-            raise
-        try:
             text = mod.run(ctx)
             sections.append(f"{text.rstrip()}\n\n_({name}: {time.perf_counter() - t0:.1f} s)_\n")
-        except Exception as exc:  # report and go on with the other parts
+        except Exception as exc:  # report in one line and go on with the other parts
             failed.append(name)
-            tb = traceback.format_exc()
-            print(tb, file=sys.stderr)
+            if _debug():
+                traceback.print_exc()
+            _error("demo", f"part {name} failed: {type(exc).__name__}: {exc}")
             sections.append(f"## {name}\n\nThis part failed: `{type(exc).__name__}: {exc}`\n")
-    from flmcore import __version__
-
+    budget = "reduced budgets (--quick)" if args.quick else "demo budgets (shorter than the README's runs)"
     header = (f"# flmcore demo report\n\nflmcore {__version__}, Python {platform.python_version()}, "
-              f"{os.cpu_count()} CPU(s). Data: {'bundled sample (flmcore.data.load_sample)' if data_dir is None else data_dir}.\n")
+              f"{os.cpu_count()} CPU(s), seed {args.seed}, {budget}. Data: "
+              f"{'bundled sample (flmcore.data.load_sample)' if data_dir is None else data_dir}.\n")
     report = out / "report.md"
     report.write_text(header + "\n" + "\n".join(sections))
     print(f"report: {report}")
     for p in sorted(out.glob("*.png")):
         print(f"figure: {p}")
     if failed:
-        print(f"flmcore demo: parts that failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+        _error("demo", f"parts that failed: {', '.join(failed)} (FLMCORE_DEBUG=1 shows tracebacks)")
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _repo_root() -> Optional[Path]:
@@ -92,82 +138,130 @@ def _repo_root() -> Optional[Path]:
     return root if (root / "bench" / "__main__.py").is_file() else None
 
 
-def cmd_bench(args) -> int:
+def _bench_names() -> List[str]:
     root = _repo_root()
     if root is None:
-        print("flmcore bench: the benchmarks live in the source repository (bench/); "
-              "run this command from an editable install of a checkout", file=sys.stderr)
-        return 2
+        return []
+    return sorted(p.stem[len("bench_"):] for p in (root / "bench").glob("bench_*.py"))
+
+
+def cmd_bench(args) -> int:
+    """Run the benchmarks of ``bench/`` (each beside its anchor)."""
+    root = _repo_root()
+    if root is None:
+        _error("bench", "the benchmarks live in the source repository (bench/), not in this install; "
+                        "run this command from an editable install of a checkout (pip install -e .)")
+        return EXIT_USAGE
+    known = _bench_names()
+    unknown = [n for n in args.names if n not in known]
+    if unknown:
+        _error("bench", f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(known)}")
+        return EXIT_USAGE
     sys.path.insert(0, str(root))
     bench_main = importlib.import_module("bench.__main__")
     argv = list(args.names) + (["--quick"] if args.quick else [])
     return int(bench_main.main(argv) or 0)
 
 
+def _dist_version(*dists: str) -> Optional[str]:
+    from importlib import metadata
+
+    for d in dists:
+        try:
+            return metadata.version(d)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def cmd_info(args) -> int:
-    import numpy as np
-
+    """Print versions, thread settings and which compiled kernels are built."""
     from flmcore import __version__
-    from flmcore._ext import compiled_status
 
+    # Versions from the installed metadata: no heavy imports (fast).
     print(f"flmcore {__version__}")
     print(f"python {platform.python_version()} ({platform.platform()})")
-    print(f"numpy {np.__version__}")
-    for mod in ("scipy", "sklearn", "numba", "skimage", "torch", "cv2"):
-        try:
-            m = importlib.import_module(mod)
-            print(f"{mod} {getattr(m, '__version__', '?')}")
-        except ImportError:
-            print(f"{mod} not installed")
-    print(f"cpu count {os.cpu_count()}; affinity {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}")
+    for label, dists in (("numpy", ("numpy",)), ("scipy", ("scipy",)), ("scikit-learn", ("scikit-learn",)),
+                         ("numba", ("numba",)), ("scikit-image", ("scikit-image",)), ("torch", ("torch",)),
+                         ("opencv", ("opencv-python-headless", "opencv-python", "opencv-contrib-python"))):
+        v = _dist_version(*dists)
+        print(f"{label} {v if v else 'not installed'}")
+    aff = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    print(f"cpu count {os.cpu_count()}; affinity {aff}")
     for var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS"):
         print(f"{var}={os.environ.get(var, '(unset)')}")
-    try:
-        import numba
-
-        print(f"numba threads {numba.get_num_threads()} (layer {numba.threading_layer() if _numba_layer_ready() else 'not yet chosen'})")
-    except ImportError:
-        pass
+    # torch first, and Numba's count from its config only: starting Numba's
+    # threading layer (numba.get_num_threads) initialises OpenMP and would change
+    # what torch then reports.
     try:
         import torch
 
         print(f"torch threads {torch.get_num_threads()}; cuda available {torch.cuda.is_available()}")
     except ImportError:
         pass
+    try:
+        from numba.core import config as numba_config
+
+        print(f"numba threads {numba_config.NUMBA_NUM_THREADS} (threading layer starts on first use)")
+    except ImportError:
+        pass
+    from flmcore._ext import compiled_status
+
     status = compiled_status()
     if not status:
         print("compiled kernels: none found")
     for name, ok in status.items():
-        print(f"compiled kernel flmcore._ext.{name}: {'active' if ok else 'NOT BUILT (reinstall with pip install -e .)'}")
-    return 0 if all(status.values()) else 1
+        print(f"compiled kernel flmcore._ext.{name}: "
+              f"{'active' if ok else 'NOT BUILT (reinstall: pip install --no-build-isolation -e .)'}")
+    return EXIT_OK if all(status.values()) else EXIT_FAILED
 
 
-def _numba_layer_ready() -> bool:
-    try:
-        import numba
-
-        numba.threading_layer()
-        return True
-    except Exception:
-        return False
+_DESCRIPTION = ("flmcore: facial landmark detection (sparse shape regression, LDDMM-Face, PIPNet, "
+                "ATF, anisotropic losses).")
+_EPILOG = ("exit codes: 0 success, 1 a step failed, 2 bad arguments, 3 no data to run on. "
+           "Set FLMCORE_DEBUG=1 for full tracebacks. Docs: docs/ in the source repository.")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="flmcore", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="run every method on the bundled real faces and write a report")
+    """The ``flmcore`` argument parser: one subparser per ``cmd_<name>`` function."""
+    # Keep this light: --help and --version must not import torch (flmcore.train).
+    from flmcore import __version__
+
+    ap = argparse.ArgumentParser(prog="flmcore", description=_DESCRIPTION, epilog=_EPILOG)
+    ap.add_argument("--version", action="version", version=f"flmcore {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    parts = "geometry, ssr, cascade, lddmm, pipnet, atf"  # flmcore.train.demos.PARTS (checked by a test)
+    d = sub.add_parser(
+        "demo", help="run every method on real faces and write a report with figures",
+        description="Run every method of flmcore on real faces (the sample bundled with a source checkout, "
+                    "or --data DIR) and write OUT/report.md with PNG figures.",
+        epilog=f"parts: {parts}. Without a source checkout (a wheel install) pass --data DIR, a folder of "
+               "helen_pairs.npz, helen68_shapes.npz and aflw2000.npz in the format of "
+               "flmcore.data.load_sample (a part whose files are missing is skipped). " + _EPILOG)
     d.add_argument("--out", default="flmcore_out", help="output folder (default: ./flmcore_out)")
-    d.add_argument("--data", default=None, help="folder of another data set (see each part's docs)")
+    d.add_argument("--data", default=None, metavar="DIR",
+                   help="folder of <name>.npz sample files to use instead of the bundled sample")
     d.add_argument("--quick", action="store_true", help="smaller budgets (seconds per part)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
-    d.add_argument("parts", nargs="*", help="parts to run (default: all)")
+    d.add_argument("parts", nargs="*", metavar="PART", help="parts to run (default: all)")
     d.set_defaults(func=cmd_demo)
-    b = sub.add_parser("bench", help="run the benchmarks of bench/ (source checkout)")
-    b.add_argument("--quick", action="store_true")
-    b.add_argument("names", nargs="*")
+
+    names = _bench_names()
+    b = sub.add_parser(
+        "bench", help="run the benchmarks of bench/ beside their anchors (source checkout)",
+        description="Run benchmarks of bench/ (source checkout only), each beside its anchor, "
+                    "printing median times and ratios.",
+        epilog=("benchmarks: " + ", ".join(names)) if names else
+               "benchmarks: none in this install (they live in the source repository's bench/ folder)")
+    b.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    b.add_argument("names", nargs="*", metavar="NAME",
+                   help="benchmarks to run (default: all" + (f": {', '.join(names)})" if names else ")"))
     b.set_defaults(func=cmd_bench)
-    i = sub.add_parser("info", help="versions, threads and compiled kernels")
+
+    i = sub.add_parser("info", help="versions, threads and compiled kernels",
+                       description="Print versions, thread settings and which compiled kernels are built.")
     i.set_defaults(func=cmd_info)
     return ap
 
@@ -181,7 +275,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     0
     """
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        _error(args.command, "interrupted")
+        return 130
+    except Exception as exc:  # one line for users; FLMCORE_DEBUG=1 for developers
+        if _debug():
+            raise
+        _error(args.command, f"{type(exc).__name__}: {exc} (FLMCORE_DEBUG=1 shows the traceback)")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -4,7 +4,11 @@ The sample (``flmcore/data/sample/*.npz``, about 4 MB) is derived from public
 research datasets by ``tools/make_sample.py``; see
 ``flmcore/data/sample/PROVENANCE.md`` for sources, terms and attributions.
 It is for research use only and is **not** shipped in wheels: it is found
-next to this module in a source checkout or an editable install.
+next to this module in a source checkout or an editable install.  Elsewhere
+(a wheel install), put the ``<name>.npz`` files in a folder of your own and
+point the environment variable ``FLMCORE_DATA`` at it (``flmcore demo --data
+DIR`` does the same for one run); :func:`sample_available` tells whether a
+part can be loaded.
 
 =====================  ====================================================================
 name                   arrays
@@ -27,12 +31,15 @@ All coordinates are float64, 0-based ``(x, y)`` pixels.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
-__all__ = ["load_sample", "list_samples", "sample_dir", "SampleNotAvailableError"]
+__all__ = ["load_sample", "list_samples", "sample_dir", "sample_available", "use_data_dir",
+           "SampleNotAvailableError"]
 
 _SAMPLES: Tuple[str, ...] = ("helen_pairs", "helen_unlabelled", "helen68_shapes", "aflw2000")
 
@@ -41,15 +48,59 @@ class SampleNotAvailableError(FileNotFoundError):
     """The bundled sample is missing (e.g. flmcore was installed from a wheel)."""
 
 
+_DATA_DIR: Optional[Path] = None  # set by use_data_dir (e.g. ``flmcore demo --data DIR``)
+
+
 def sample_dir() -> Path:
     """Folder that holds the sample files (it may not exist in a wheel install).
 
+    In order: the folder given to :func:`use_data_dir`, else ``$FLMCORE_DATA``,
+    else ``flmcore/data/sample`` next to this module (source checkouts only).
+
     Examples
     --------
-    >>> sample_dir().name
+    >>> sample_dir().name  # doctest: +SKIP
     'sample'
     """
+    if _DATA_DIR is not None:
+        return _DATA_DIR
+    env = os.environ.get("FLMCORE_DATA")
+    if env:
+        return Path(env).expanduser().resolve()
     return Path(__file__).resolve().parent / "sample"
+
+
+@contextlib.contextmanager
+def use_data_dir(path: Union[str, os.PathLike]) -> Iterator[Path]:
+    """Within the ``with`` block, :func:`load_sample` reads ``<path>/<name>.npz``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d, use_data_dir(d):
+    ...     sample_available("helen_pairs")
+    False
+    """
+    global _DATA_DIR
+    saved = _DATA_DIR
+    _DATA_DIR = Path(path).expanduser().resolve()
+    try:
+        yield _DATA_DIR
+    finally:
+        _DATA_DIR = saved
+
+
+def sample_available(name: str) -> bool:
+    """Whether ``load_sample(name)`` finds its file (False in a wheel install without data).
+
+    Examples
+    --------
+    >>> sample_available("helen_pairs") in (True, False)
+    True
+    """
+    if name not in _SAMPLES:
+        raise ValueError(f"unknown sample {name!r}; available samples: {', '.join(_SAMPLES)}")
+    return (sample_dir() / f"{name}.npz").is_file()
 
 
 def list_samples() -> Tuple[str, ...]:
@@ -105,7 +156,8 @@ def load_sample(name: str) -> Dict[str, np.ndarray]:
         raise SampleNotAvailableError(
             f"sample file {path} not found. The real-data sample lives only in the flmcore source "
             "repository (flmcore/data/sample/, research use only) and is not part of wheels: use a source "
-            "checkout (pip install -e .) or pass your own data folder."
+            "checkout (pip install -e .), or put <name>.npz files in a folder and set FLMCORE_DATA to it "
+            "(flmcore demo --data DIR does the same for one run)."
         )
     out: Dict[str, np.ndarray] = {}
     with np.load(path, allow_pickle=False) as z:

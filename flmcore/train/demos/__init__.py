@@ -20,6 +20,18 @@ import numpy as np
 # Order in which ``flmcore demo`` runs the parts (module names in this package).
 PARTS = ("geometry", "ssr", "cascade", "lddmm", "pipnet", "atf")
 
+# The :func:`flmcore.data.load_sample` parts each demo part reads.  ``flmcore demo``
+# checks them before running (a wheel install has no sample: one clear message,
+# no tracebacks); ``--data DIR`` supplies them as ``DIR/<name>.npz``.
+NEEDS = {
+    "geometry": ("helen68_shapes", "aflw2000"),
+    "ssr": ("helen_pairs",),
+    "cascade": ("helen_pairs",),
+    "lddmm": ("helen68_shapes",),
+    "pipnet": ("helen_pairs",),
+    "atf": ("helen_pairs", "aflw2000"),
+}
+
 
 def _plain_progress(iterable: Iterable, desc: str = "", total: Optional[int] = None):
     return iterable
@@ -34,7 +46,10 @@ class DemoContext:
     out_dir : pathlib.Path
         Folder for figures (PNG) and the report.
     data_dir : pathlib.Path or None
-        ``--data DIR`` given by the user, else ``None`` (use the bundled sample).
+        A folder of the part's own data, else ``None``: read through
+        :func:`flmcore.data.load_sample` (the bundled sample, or the ``--data DIR``
+        folder of ``<name>.npz`` files, which ``flmcore demo`` installs with
+        :func:`flmcore.data.use_data_dir`).
     quick : bool
         Smaller budgets (used by the tests).
     seed : int

@@ -3,9 +3,64 @@
 Plain arrays in, plain arrays out; no validation (the public caller validated),
 no Python objects, no torch.  :func:`compiled_status` reports which Cython
 modules are importable (used by ``flmcore info``).
+
+A Cython module that is not built (a source tree used without ``pip install``,
+or a build that failed) raises an :class:`ImportError` that says how to build
+it, instead of Python's bare ``cannot import name``.
 """
 import importlib
+import sys
 from pathlib import Path
+
+# The Cython kernel modules (one per .pyx); also found from the files present.
+_CYTHON = ("lddmm_kernels", "sift", "similarity")
+
+_BUILD_HINT = (
+    "flmcore's compiled kernel flmcore._ext.{name} is not built or cannot be loaded ({err}). "
+    "Build the kernels from the source checkout with `pip install \"torch==2.13.0\" -e .` "
+    "(needs a C compiler; `pip install --no-build-isolation -e .` reuses your installed Cython "
+    "and NumPy), or install a wheel built for this Python and platform. "
+    "`flmcore info` lists which kernels are built."
+)
+
+
+def _cython_names():
+    here = Path(__file__).parent
+    found = {p.name.split(".")[0] for p in here.iterdir() if p.suffix in (".pyx", ".so", ".pyd")}
+    return sorted(found | set(_CYTHON))
+
+
+def _hint(name, exc):
+    if str(exc).startswith("flmcore's compiled kernel"):
+        return exc
+    return ImportError(_BUILD_HINT.format(name=name, err=f"{type(exc).__name__}: {exc}"),
+                       name=f"{__name__}.{name}")
+
+
+def __getattr__(name):
+    # Reached by ``from flmcore._ext import <kernel>`` before the submodule is imported.
+    if name in _cython_names():
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ImportError as exc:
+            raise _hint(name, exc) from exc
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _MissingKernelFinder:
+    """Last entry of ``sys.meta_path``: asked only when no finder found a kernel module
+    (``import flmcore._ext.sift`` with no built ``.so``); raises the build hint."""
+
+    @staticmethod
+    def find_spec(fullname, path=None, target=None):
+        pkg, _, name = fullname.rpartition(".")
+        if pkg == __name__ and name in _cython_names():
+            raise _hint(name, ModuleNotFoundError(f"No module named {fullname!r}"))
+        return None
+
+
+if not any(isinstance(f, _MissingKernelFinder) for f in sys.meta_path):
+    sys.meta_path.append(_MissingKernelFinder())
 
 
 def compiled_status():
@@ -16,8 +71,7 @@ def compiled_status():
     >>> isinstance(compiled_status(), dict)
     True
     """
-    here = Path(__file__).parent
-    names = sorted({p.name.split(".")[0] for p in here.iterdir() if p.suffix in (".pyx",)})
+    names = _cython_names()
     out = {}
     for n in names:
         try:

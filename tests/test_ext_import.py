@@ -1,0 +1,43 @@
+"""Without built kernels, importing a module that needs them says what to do (issue 14)."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+_BLOCK = textwrap.dedent("""
+    import importlib.machinery as m
+    # pretend flmcore._ext.{name} was never built: hide it from the path finder
+    _orig = m.PathFinder.find_spec
+    def find_spec(fullname, path=None, target=None, _orig=_orig):
+        if fullname == "flmcore._ext.{name}":
+            return None
+        return _orig(fullname, path, target)
+    m.PathFinder.find_spec = staticmethod(find_spec)
+    try:
+        {stmt}
+    except ImportError as exc:
+        print("IMPORTERROR", exc)
+    else:
+        print("IMPORTED")
+""")
+
+
+@pytest.mark.parametrize("name,stmt", [
+    ("lddmm_kernels", "import flmcore.lddmm"),
+    ("sift", "import flmcore._ext.sift"),
+])
+def test_missing_kernel_import_error_says_what_to_do(name, stmt):
+    code = _BLOCK.format(name=name, stmt=stmt)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = res.stdout
+    assert "IMPORTERROR" in out, out + res.stderr
+    assert f"flmcore._ext.{name} is not built" in out
+    assert "pip install" in out and "flmcore info" in out
+
+
+def test_compiled_status_lists_kernels():
+    from flmcore._ext import compiled_status
+
+    st = compiled_status()
+    assert {"lddmm_kernels", "sift", "similarity"} <= set(st)

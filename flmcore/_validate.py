@@ -16,6 +16,7 @@ from typing import Iterable, Optional, Sequence, Tuple, Union
 import numpy as np
 
 __all__ = [
+    "as_array",
     "check_array",
     "check_shapes",
     "check_same_points",
@@ -26,8 +27,29 @@ __all__ = [
     "check_in",
     "check_rng",
     "check_num_threads",
+    "max_num_threads",
     "check_probability",
 ]
+
+
+def as_array(x, name: str, dtype=None) -> np.ndarray:
+    """``np.asarray(x, dtype)`` whose failures (ragged nested lists, unconvertible values) name ``name``.
+
+    Examples
+    --------
+    >>> as_array([[1, 2], [3]], "shapes")
+    Traceback (most recent call last):
+    ...
+    ValueError: shapes must be a rectangular array, got a ragged nested sequence (lengths differ along an axis)
+    """
+    try:
+        return np.asarray(x, dtype=dtype)
+    except (ValueError, TypeError) as exc:
+        msg = str(exc)
+        if "inhomogeneous" in msg or "sequence" in msg:
+            raise ValueError(f"{name} must be a rectangular array, got a ragged nested sequence "
+                             "(lengths differ along an axis)") from None
+        raise TypeError(f"{name} must be array-like of numbers, got {type(x).__name__} ({msg})") from None
 
 
 def _shape_str(a) -> str:
@@ -80,7 +102,7 @@ def check_array(
         raise TypeError(f"{name} must be an array, got None")
     if hasattr(x, "detach") and hasattr(x, "device"):
         raise TypeError(f"{name} must be a NumPy array, got a torch.Tensor; use flmcore.nn for tensors")
-    arr = np.asarray(x)
+    arr = as_array(x, name)
     if arr.dtype == object or arr.dtype.kind in "OUSV":
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
     target = np.dtype(dtype) if dtype is not None else arr.dtype
@@ -203,12 +225,17 @@ def check_images(
     >>> check_images(np.zeros((4, 5), np.uint8)).dtype
     dtype('float32')
     """
-    arr = np.asarray(images)
+    arr = as_array(images, name)
     if arr.dtype == object or arr.dtype.kind not in "uif":
         raise TypeError(f"{name} must be uint8 or float images, got dtype {arr.dtype}")
     if arr.ndim >= 3 and arr.shape[-1] in (3, 4) and not (arr.ndim == 3 and batch is True):
-        raise ValueError(f"{name} must be grayscale (H, W) or (B, H, W), got colour-looking shape {_shape_str(arr)}; "
-                         "convert with flmcore.io.to_gray first")
+        if arr.ndim == 3 and batch is None:
+            raise ValueError(f"{name} of shape {_shape_str(arr)} is ambiguous: a colour (H, W, {arr.shape[-1]}) "
+                             f"image or a batch of {arr.shape[0]} grayscale images {arr.shape[-1]} pixels wide; "
+                             "convert colour with flmcore.io.to_gray, or pass the batch with batched shapes "
+                             "(B, P, 2) / batch=True")
+        raise ValueError(f"{name} must be grayscale {'(B, H, W)' if batch else '(H, W)'}, got colour-looking shape "
+                         f"{_shape_str(arr)}; convert with flmcore.io.to_gray first")
     ndim = {None: (2, 3), True: 3, False: 2}[batch]
     allowed = (ndim,) if isinstance(ndim, int) else ndim
     if arr.ndim not in allowed:
@@ -316,16 +343,42 @@ def check_rng(rng) -> np.random.Generator:
     raise TypeError(f"rng must be None, an int or a numpy.random.Generator, got {type(rng).__name__}")
 
 
+def _available_cores() -> int:
+    import os
+
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def max_num_threads() -> int:
+    """Largest ``num_threads`` any kernel accepts: ``max(64, 8 * cores)``.
+
+    Every compiled kernel starts its OpenMP/Numba team from the value checked by
+    :func:`check_num_threads`; an unbounded team (``num_threads=100000``) exhausts the
+    thread stacks and crashes the process, so the bound is enforced here, once.
+
+    Examples
+    --------
+    >>> max_num_threads() >= 64
+    True
+    """
+    return max(64, 8 * _available_cores())
+
+
 def check_num_threads(num_threads) -> int:
-    """Resolve ``num_threads`` (``None`` = all cores) to a positive int.
+    """Resolve ``num_threads`` (``None`` = all cores) to an int in ``[1, max_num_threads()]``.
+
+    The single place where every kernel's thread count is validated.
 
     Examples
     --------
     >>> check_num_threads(1)
     1
     """
-    import os
-
     if num_threads is None:
-        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-    return check_int(num_threads, "num_threads", min_value=1)
+        return _available_cores()
+    v = check_int(num_threads, "num_threads", min_value=1)
+    hi = max_num_threads()
+    if v > hi:
+        raise ValueError(f"num_threads must be <= {hi} (max(64, 8 x the {_available_cores()} available cores); "
+                         f"None = all cores), got {v}")
+    return v

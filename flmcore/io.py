@@ -29,6 +29,7 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import xml.etree.ElementTree as ET
@@ -79,6 +80,48 @@ def _existing(path: PathLike, what: str = "file") -> Path:
     return p
 
 
+#: Largest point index a reader accepts (the largest scheme has 106 points): a file naming
+#: point 10**8 must not allocate gigabytes.
+MAX_POINT_INDEX = 9999
+
+
+def _reader(what: str):
+    """Decorate a reader so that every failure is a ``ValueError`` naming the file.
+
+    Errors the reader raised itself already name the file; anything else escaping a
+    parser (``RecursionError`` from a deeply nested JSON, ``MemoryError``, ``EOFError``,
+    ``UnicodeDecodeError``, SciPy's ``MatReadError``, PIL's ``DecompressionBombError`` ...)
+    is wrapped with the file's path, the expected content and the original error.
+    """
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(path, *args, **kwargs):
+            try:
+                return fn(path, *args, **kwargs)
+            except AnnotationFileNotFoundError:
+                raise
+            except (ValueError, TypeError) as exc:
+                if not isinstance(path, (str, os.PathLike)) or str(Path(path)) in str(exc) or " must " in str(exc):
+                    raise
+                raise ValueError(f"{Path(path)}: cannot read as {what} ({type(exc).__name__}: {exc})") from None
+            except RecursionError:
+                raise ValueError(f"{Path(path)}: cannot read as {what} (nested too deeply to parse)") from None
+            except MemoryError:
+                raise ValueError(f"{Path(path)}: cannot read as {what} (it declares more data than fits in "
+                                 "memory)") from None
+            except Exception as exc:  # parser-specific errors (EOFError, MatReadError, zlib.error, ...)
+                raise ValueError(f"{Path(path)}: cannot read as {what} ({type(exc).__name__}: {exc})") from None
+        return wrapper
+    return deco
+
+
+def _check_finite(arr: np.ndarray, path: Path, what: str = "coordinates") -> None:
+    """Reject inf/NaN read from a file (missing points are masked *after* this check)."""
+    if not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0].tolist()
+        raise ValueError(f"{path}: {what} must be finite numbers, found {arr[tuple(bad)]} at index {bad}")
+
+
 def _check_count(arr: np.ndarray, n_points: Optional[int], path: Path) -> None:
     if n_points is not None:
         n_points = check_int(n_points, "n_points", min_value=1)
@@ -89,6 +132,7 @@ def _check_count(arr: np.ndarray, n_points: Optional[int], path: Path) -> None:
 # ---------------------------------------------------------------------------------------
 # iBUG .pts
 # ---------------------------------------------------------------------------------------
+@_reader("an iBUG .pts file")
 def read_pts(path: PathLike, n_points: Optional[int] = None) -> np.ndarray:
     """Read an iBUG ``.pts`` file (with or without the ``version/n_points/{ }`` header).
 
@@ -185,6 +229,7 @@ def write_pts(path: PathLike, shape) -> None:
 # ---------------------------------------------------------------------------------------
 # dlib imglab XML
 # ---------------------------------------------------------------------------------------
+@_reader("a dlib XML file")
 def read_dlib_xml(path: PathLike, n_points: Optional[int] = None) -> List[Dict[str, object]]:
     """Read a dlib imglab XML file (``<image><box><part/></box></image>``).
 
@@ -231,6 +276,9 @@ def read_dlib_xml(path: PathLike, n_points: Optional[int] = None) -> List[Dict[s
                 b = [float(box.get(k)) for k in ("left", "top", "width", "height")]
             except (TypeError, ValueError):
                 raise ValueError(f"{p}: image {im.get('file')!r}: box without numeric left/top/width/height") from None
+            if not (np.isfinite(b).all() and b[2] >= 0 and b[3] >= 0):
+                raise ValueError(f"{p}: image {im.get('file')!r}: box must have finite left/top and finite "
+                                 f"width/height >= 0, got left={b[0]}, top={b[1]}, width={b[2]}, height={b[3]}")
             parts = {}
             for part in box.findall("part"):
                 try:
@@ -238,6 +286,12 @@ def read_dlib_xml(path: PathLike, n_points: Optional[int] = None) -> List[Dict[s
                     parts[k] = (float(part.get("x")), float(part.get("y")))
                 except (TypeError, ValueError):
                     raise ValueError(f"{p}: image {im.get('file')!r}: malformed <part> {ET.tostring(part)!r}") from None
+                if not 0 <= k <= MAX_POINT_INDEX:
+                    raise ValueError(f"{p}: image {im.get('file')!r}: <part> name must be a point index in "
+                                     f"[0, {MAX_POINT_INDEX}], got {part.get('name')!r}")
+                if not np.isfinite(parts[k]).all():
+                    raise ValueError(f"{p}: image {im.get('file')!r}: part {k} must have finite x, y, got "
+                                     f"{parts[k]}")
                 max_part = max(max_part, k)
             faces.append((b, box.get("ignore", "0") == "1", parts))
         parsed.append((im, faces))
@@ -265,6 +319,7 @@ def read_dlib_xml(path: PathLike, n_points: Optional[int] = None) -> List[Dict[s
 # ---------------------------------------------------------------------------------------
 # COCO / mmpose JSON
 # ---------------------------------------------------------------------------------------
+@_reader("a COCO keypoint JSON file")
 def read_coco_json(path: PathLike, n_points: Optional[int] = None, *, one_based: bool = False) -> Dict[str, object]:
     """Read COCO-style keypoint annotations (as used by mmpose for faces).
 
@@ -313,9 +368,13 @@ def read_coco_json(path: PathLike, n_points: Optional[int] = None, *, one_based:
         raise ValueError(f"{p}: no annotations")
     kps = []
     for a in anns:
-        k = np.asarray(a.get("keypoints", []), dtype=np.float64)
-        if k.size == 0 or k.size % 3:
+        try:
+            k = np.asarray(a.get("keypoints", []), dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{p}: annotation id {a.get('id')}: keypoints must be a flat list of numbers") from None
+        if k.ndim != 1 or k.size == 0 or k.size % 3:
             raise ValueError(f"{p}: annotation id {a.get('id')}: keypoints length {k.size} is not a multiple of 3")
+        _check_finite(k, p, f"annotation id {a.get('id')}: keypoints")
         kps.append(k.reshape(-1, 3))
     sizes = {len(k) for k in kps}
     if len(sizes) != 1:
@@ -328,6 +387,8 @@ def read_coco_json(path: PathLike, n_points: Optional[int] = None, *, one_based:
     shapes[vis == 0] = np.nan
     _check_count(shapes, n_points, p)
     boxes = np.array([a["bbox"] if a.get("bbox") is not None else [np.nan] * 4 for a in anns], dtype=np.float64)
+    if np.isinf(boxes).any():
+        raise ValueError(f"{p}: bbox values must be finite, found inf")
     if one_based:
         boxes[:, :2] -= 1.0
     image_ids = np.array([a.get("image_id", -1) for a in anns], dtype=np.int64)
@@ -344,6 +405,7 @@ def read_coco_json(path: PathLike, n_points: Optional[int] = None, *, one_based:
 # ---------------------------------------------------------------------------------------
 # HRNet CSV
 # ---------------------------------------------------------------------------------------
+@_reader("an HRNet CSV file")
 def read_hrnet_csv(path: PathLike, n_points: Optional[int] = None, *, one_based: bool = True) -> Dict[str, object]:
     """Read an HRNet face-alignment CSV (``image_name, scale, center_w, center_h, x0, y0, ...``).
 
@@ -401,6 +463,9 @@ def read_hrnet_csv(path: PathLike, n_points: Optional[int] = None, *, one_based:
         raise ValueError(f"{p}: rows have different numbers of points")
     shapes = np.asarray(pts, dtype=np.float64).reshape(len(pts), -1, 2)
     center_a = np.asarray(center, dtype=np.float64)
+    _check_finite(shapes, p)
+    _check_finite(center_a, p, "centres")
+    _check_finite(np.asarray(scale, dtype=np.float64), p, "scales")
     if one_based:
         shapes = shapes - 1.0
         center_a = center_a - 1.0
@@ -451,6 +516,7 @@ def write_hrnet_csv(path: PathLike, names, shapes, scale, center, *, one_based: 
 # ---------------------------------------------------------------------------------------
 # PIPNet / STLD list files
 # ---------------------------------------------------------------------------------------
+@_reader("a PIPNet list file")
 def read_pipnet_list(path: PathLike, n_points: Optional[int] = None) -> Dict[str, object]:
     """Read a PIPNet / STLD list file: one face per line, ``name x0 y0 x1 y1 ...``.
 
@@ -496,6 +562,7 @@ def read_pipnet_list(path: PathLike, n_points: Optional[int] = None) -> Dict[str
     if len(lengths) != 1:
         raise ValueError(f"{p}: lines have different numbers of coordinates {sorted(lengths)}")
     shapes = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1, 2)
+    _check_finite(shapes, p)
     _check_count(shapes, n_points, p)
     return {"names": names, "shapes": shapes}
 
@@ -503,6 +570,7 @@ def read_pipnet_list(path: PathLike, n_points: Optional[int] = None) -> Dict[str
 # ---------------------------------------------------------------------------------------
 # 3DDFA .npy
 # ---------------------------------------------------------------------------------------
+@_reader("a 3DDFA .npy array")
 def read_3ddfa_npy(path: PathLike, n_points: Optional[int] = None, *, keep_z: bool = False,
                    missing: Optional[float] = -1.0) -> np.ndarray:
     """Read a 3DDFA landmark array stored ``(N, dims, K)`` and return ``(N, K, 2)``.
@@ -534,6 +602,7 @@ def read_3ddfa_npy(path: PathLike, n_points: Optional[int] = None, *, keep_z: bo
     [[[1.0, 2.0], [nan, nan]]]
     """
     p = _existing(path, ".npy file")
+    _check_npy_header(p)
     try:
         raw = np.load(p, allow_pickle=False)
     except ValueError as exc:
@@ -543,6 +612,7 @@ def read_3ddfa_npy(path: PathLike, n_points: Optional[int] = None, *, keep_z: bo
     if raw.dtype.kind not in "fiu":
         raise ValueError(f"{p}: expected numeric data, got dtype {raw.dtype}")
     arr = np.ascontiguousarray(raw.transpose(0, 2, 1), dtype=np.float64)
+    _check_finite(arr, p)
     if missing is not None:
         bad = (arr[..., :2] == missing).any(axis=-1)
         arr[bad] = np.nan
@@ -555,6 +625,26 @@ def read_3ddfa_npy(path: PathLike, n_points: Optional[int] = None, *, keep_z: bo
 # ---------------------------------------------------------------------------------------
 # Matlab files: COFW-68, HELEN 29 points (Zhou)
 # ---------------------------------------------------------------------------------------
+def _check_npy_header(p: Path) -> None:
+    """Read the ``.npy`` header only and refuse a file whose declared array is larger than its
+    data (a forged header must not allocate: memory stays bounded by the file size)."""
+    fmt = np.lib.format
+    with open(p, "rb") as fh:
+        try:
+            version = fmt.read_magic(fh)
+            header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = header(fh, max_header_size=10_000)
+        except (ValueError, EOFError, OSError, SyntaxError) as exc:
+            raise ValueError(f"{p}: not a valid .npy file ({exc})") from None
+        if dtype.hasobject:
+            raise ValueError(f"{p}: holds Python objects (dtype {dtype}); only plain numeric arrays are read")
+        need = int(np.prod([int(s) for s in shape], dtype=object)) * dtype.itemsize
+        have = os.fstat(fh.fileno()).st_size - fh.tell()
+    if need > have:
+        raise ValueError(f"{p}: header declares an array of shape {tuple(shape)} and dtype {dtype} ({need} bytes) "
+                         f"but the file holds {have} bytes of data")
+
+
 def _loadmat(p: Path) -> dict:
     import scipy.io
 
@@ -566,6 +656,7 @@ def _loadmat(p: Path) -> dict:
         raise ValueError(f"{p}: Matlab v7.3 (HDF5) files are not supported; re-save with -v7") from None
 
 
+@_reader("a COFW-68 .mat file")
 def read_cofw68_mat(path: PathLike) -> Dict[str, np.ndarray]:
     """Read one COFW-68 annotation (``k_points.mat``: ``Points`` 68x2, ``Occ`` 1x68).
 
@@ -591,12 +682,14 @@ def read_cofw68_mat(path: PathLike) -> Dict[str, np.ndarray]:
     pts = np.asarray(m["Points"], dtype=np.float64)
     if pts.shape != (68, 2):
         raise ValueError(f"{p}: expected 68 points of shape (68, 2), got {pts.shape}")
+    _check_finite(pts, p, "Points")
     occ = np.asarray(m.get("Occ", np.zeros((1, 68))), dtype=bool).ravel()
     if occ.size != 68:
         raise ValueError(f"{p}: 'Occ' must hold 68 flags, got {occ.size}")
     return {"shape": pts - 1.0, "occluded": occ}
 
 
+@_reader("a COFW-68 bboxes .mat file")
 def read_cofw68_bboxes(path: PathLike) -> np.ndarray:
     """Read ``cofw68_test_bboxes.mat`` -> ``(N, 4)`` float64 ``(x, y, w, h)``, 0-based.
 
@@ -615,10 +708,12 @@ def read_cofw68_bboxes(path: PathLike) -> np.ndarray:
     b = np.asarray(m["bboxes"], dtype=np.float64)
     if b.ndim != 2 or b.shape[1] != 4:
         raise ValueError(f"{p}: expected bboxes of shape (N, 4), got {b.shape}")
+    _check_finite(b, p, "bboxes")
     b[:, :2] -= 1.0
     return b
 
 
+@_reader("a HELEN (Zhou) .mat file")
 def read_helen_zhou_mat(path: PathLike, *, one_based: bool = False) -> Dict[str, object]:
     """Read ``helen.mat`` of Zhou et al. (``imgs`` names, ``Pts`` cells of 2x29).
 
@@ -663,6 +758,7 @@ def read_helen_zhou_mat(path: PathLike, *, one_based: bool = False) -> Dict[str,
         a = np.asarray(c, dtype=np.float64)
         if a.shape != (2, 29):
             raise ValueError(f"{p}: shape {i} has size {a.shape}, expected (2, 29)")
+        _check_finite(a, p, f"shape {i}")
         shapes.append(a.T)
     names = [str(np.asarray(n).ravel()[0]) for n in imgs]
     return {"names": names, "shapes": np.stack(shapes) - (1.0 if one_based else 0.0)}
@@ -671,6 +767,7 @@ def read_helen_zhou_mat(path: PathLike, *, one_based: bool = False) -> Dict[str,
 # ---------------------------------------------------------------------------------------
 # MTFL
 # ---------------------------------------------------------------------------------------
+@_reader("an MTFL list file")
 def read_mtfl(path: PathLike, *, one_based: bool = False) -> Dict[str, object]:
     """Read an MTFL landmark list (``path x1..x5 y1..y5 gender smile glasses pose``).
 
@@ -717,6 +814,7 @@ def read_mtfl(path: PathLike, *, one_based: bool = False) -> Dict[str, object]:
     if not names:
         raise ValueError(f"{p}: empty MTFL file")
     v = np.asarray(rows, dtype=np.float64)
+    _check_finite(v, p)
     shapes = np.stack([v[:, :5], v[:, 5:]], axis=-1)
     if one_based:
         shapes -= 1.0
@@ -771,6 +869,7 @@ def to_gray(image) -> np.ndarray:
     return out
 
 
+@_reader("an image")
 def read_image(path: PathLike, gray: bool = True) -> np.ndarray:
     """Read an image file (JPEG, PNG, PPM, ... via PIL).
 
@@ -802,6 +901,6 @@ def read_image(path: PathLike, gray: bool = True) -> np.ndarray:
                     arr = np.asarray(im.convert("L"))
             else:
                 arr = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{p}: cannot read image ({exc})") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{p}: cannot read image ({type(exc).__name__}: {exc})") from None
     return to_gray(arr) if gray else np.ascontiguousarray(arr, dtype=np.uint8)

@@ -113,17 +113,38 @@ def _curve_list(curves, n_points: Optional[int] = None, name: str = "curves"):
     return out
 
 
+#: Kernel widths outside this range are rejected: ``1 / sigma**2`` must stay a normal float32
+#: (the torch layers run in float32) and the kernel must not be numerically constant.
+SIGMA_RANGE = (1e-12, 1e12)
+
+
+def _check_sigma(value, name: str) -> float:
+    v = check_positive(value, name)
+    if not SIGMA_RANGE[0] <= v <= SIGMA_RANGE[1]:
+        raise ValueError(f"{name} must be in [{SIGMA_RANGE[0]:g}, {SIGMA_RANGE[1]:g}] (a kernel width in the "
+                         f"shapes' units; 1/{name}^2 must be a normal number), got {v!r}")
+    return v
+
+
 def _sigma_list(sigma, n: int, name: str) -> np.ndarray:
     if np.ndim(sigma) == 0:
         if isinstance(sigma, np.ndarray):
             sigma = sigma.item()
-        return np.full(n, check_positive(sigma, name))
-    arr = np.asarray(sigma, dtype=np.float64).ravel()
+        return np.full(n, _check_sigma(sigma, name))
+    arr = check_array(sigma, name, ndim=(1, 2, 3)).ravel()
     if arr.size != n:
         raise ValueError(f"{name} must be a number or hold one value per curve ({n}), got {arr.size} values")
     for v in arr:
-        check_positive(float(v), name)
+        _check_sigma(float(v), name)
     return arr
+
+
+def _check_finite_result(out: np.ndarray, func: str, what: str) -> np.ndarray:
+    """Raise instead of returning NaN/inf from finite inputs (an overflowing flow)."""
+    if not np.isfinite(out).all():
+        raise ValueError(f"{func} overflowed to non-finite values: {what} too large for the kernel width "
+                         f"(reduce the momenta, increase sigma or n_steps)")
+    return out
 
 
 @dataclass(frozen=True)
@@ -230,6 +251,8 @@ class PointGroups:
         for pos, orig in enumerate(self.perm):
             first.setdefault(int(self.label[orig]), pos)
         for m, g in enumerate(point_groups):
+            if g < -1:
+                raise ValueError(f"point_curves[{m}] must be -1 (the point stays) or a curve index, got {g}")
             if g < 0:
                 continue
             if int(g) not in first:
@@ -341,7 +364,7 @@ def kernel_matrix(x, y, sigma: float, *, kernel: str = "gaussian") -> np.ndarray
     """
     x = check_shapes(x, "x")
     y = check_shapes(y, "y")
-    s = check_positive(sigma, "sigma")
+    s = _check_sigma(sigma, "sigma")
     kind = _kind(kernel)
     u = ((x[..., :, None, :] - y[..., None, :, :]) ** 2).sum(-1) / s ** 2
     return np.exp(-u) if kind == 0 else 1.0 / (1.0 + u)
@@ -383,7 +406,7 @@ def kernel_matvec(x, a, sigma, *, curves: CurvesLike = None, kernel: str = "gaus
     out = np.empty_like(xb)
     _k.velocity(g.to_kernel(xb), g.to_kernel(ab), g.gend, g.ginv(), _kind(kernel), out,
                 _threads(num_threads, xb.shape[0], xb.shape[0] * xb.shape[1] ** 2))
-    out = g.from_kernel(out)
+    out = _check_finite_result(g.from_kernel(out), "kernel_matvec", "a is")
     return out[0] if single else out
 
 
@@ -449,7 +472,7 @@ def flow(x0, momenta, sigma, *, n_steps: Optional[int] = None, curves: CurvesLik
     work = np.empty((B, P, 2))
     _k.flow_forward(g.to_kernel(xb), g.to_kernel(mb), T, g.gend, g.ginv(), _kind(kernel), traj, work,
                     _threads(num_threads, B, B * T * P * P))
-    traj = g.from_kernel(traj)
+    traj = _check_finite_result(g.from_kernel(traj), "flow", "momenta are")
     return traj[0] if single else traj
 
 
@@ -501,6 +524,8 @@ def shoot(x0, p0, sigma, *, n_steps: int = 10, integrator: str = "euler", curves
     _k.shoot_forward(g.to_kernel(xb), g.to_kernel(pb), T, c, w1, w2, g.gend, g.ginv(), _kind(kernel), tx, tp,
                      work, _threads(num_threads, B, B * T * P * P))
     tx, tp = g.from_kernel(tx), g.from_kernel(tp)
+    _check_finite_result(tx[:, -1], "shoot", "p0 is")
+    _check_finite_result(tp[:, -1], "shoot", "p0 is")
     if single:
         tx, tp = tx[0], tp[0]
     x1, p1 = tx[..., -1, :, :].copy(), tp[..., -1, :, :].copy()
@@ -634,6 +659,10 @@ def _prep_points_call(trajectory, momenta, points, sigma, curves, point_curves, 
         pc = np.asarray(point_curves)
         if pc.dtype.kind not in "iu" or pc.shape != (pb.shape[1],):
             raise ValueError(f"point_curves must be integers of shape ({pb.shape[1]},), got {pc.dtype} {pc.shape}")
+        if (pc < -1).any():
+            m = int(np.flatnonzero(pc < -1)[0])
+            raise ValueError(f"point_curves must be -1 (the point stays) or a curve index, got point_curves[{m}] "
+                             f"= {pc[m]}")
         if g.n_curves == 0 and (pc > 0).any():
             raise ValueError("point_curves must be 0 (or -1) for a global flow")
     return tb, mb, pb, g, pc, single, pts.ndim == 2
@@ -687,6 +716,7 @@ def flow_points(trajectory, momenta, points, sigma, *, curves: CurvesLike = None
                                                               point_curves, integrator)
     y, J = _flow_points_impl(tb, mb, pb, g, pc, _kind(kernel), integrator, return_jacobian,
                              _threads(num_threads, tb.shape[0], tb.shape[0] * tb.shape[1] * tb.shape[2] * pb.shape[1]))
+    _check_finite_result(y, "flow_points", "momenta are")
     if single:
         y = y[0]
         J = J[0] if J is not None else None
@@ -819,7 +849,7 @@ def _curve_arrays(x, closed, name):
 def _curve_dist(curve_a, curve_b, sigma_w, closed, kernel, varifold, num_threads):
     a = _curve_arrays(curve_a, closed, "curve_a")
     b = _curve_arrays(curve_b, closed, "curve_b")
-    s = check_positive(sigma_w, "sigma_w")
+    s = _check_sigma(sigma_w, "sigma_w")
     single = a.ndim == 2 and b.ndim == 2
     ab, bb = (a[None] if a.ndim == 2 else a), (b[None] if b.ndim == 2 else b)
     if ab.shape[0] != bb.shape[0]:

@@ -37,7 +37,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from ._validate import check_array, check_images, check_num_threads, check_positive, check_shapes
+from ._validate import as_array, check_array, check_images, check_num_threads, check_positive, check_shapes
 
 __all__ = ["shape_indexed_sift", "similarity_frames", "OPENCV_SMOOTH", "DESCRIPTOR_SIZE"]
 
@@ -45,6 +45,8 @@ __all__ = ["shape_indexed_sift", "similarity_frames", "OPENCV_SMOOTH", "DESCRIPT
 OPENCV_SMOOTH = math.sqrt(1.6 ** 2 - 0.5 ** 2)
 #: Length of one descriptor (4 x 4 cells x 8 orientation bins).
 DESCRIPTOR_SIZE = 128
+#: Smallest descriptor side in pixels: the kernels use ``1 / cell width`` in float32.
+MIN_WINDOW = 1e-3
 
 
 def similarity_frames(shapes, reference) -> tuple:
@@ -110,9 +112,15 @@ def _prepare(images, shapes, window, orientation, reference, smooth, num_threads
     Returns ``(images (B, H, W) float32, keypoints (B, P, 4) float64 rows
     (x, y, cell width, angle), taps float32, num_threads, single)``.
     """
-    imgs = check_images(images, "images")
+    S = check_shapes(shapes, "shapes")
+    ishape = as_array(images, "images").shape
+    if S.ndim == 2 and len(ishape) == 3 and ishape[-1] not in (3, 4):
+        raise ValueError(f"shapes must have shape (B, P, 2) for a batch of images of shape {ishape}, "
+                         f"got shape {S.shape}")
+    # the shapes say whether images is one image or a batch: an (N, H, 3) array is then never
+    # mistaken for a colour image (nor a colour image for a batch of width-3 images)
+    imgs = check_images(images, "images", batch=S.ndim == 3)
     single = imgs.ndim == 2
-    S = check_shapes(shapes, "shapes", batch=False if single else True)
     if single:
         imgs, S = imgs[None], S[None]
     elif S.shape[0] != imgs.shape[0]:
@@ -143,9 +151,14 @@ def _prepare(images, shapes, window, orientation, reference, smooth, num_threads
         side = side * scale[:, None]
         if theta is None:
             theta = np.broadcast_to(angle[:, None], (B, P))
+    # reduce in float64: the kernel bins the angle in float32, where a huge angle becomes inf/NaN
+    theta = np.where(np.abs(theta) > 2.0 * math.pi, np.mod(theta, 2.0 * math.pi), theta)
     cw = side / 4.0
     if not (cw <= 16.0 * max(H, W)).all():
         raise ValueError(f"window must be at most {64 * max(H, W)} pixels for {H}x{W} images, got {4 * cw.max()}")
+    if not (side >= MIN_WINDOW).all():
+        raise ValueError(f"window must be at least {MIN_WINDOW} pixels (after the reference frame's scale), "
+                         f"got {float(side.min())!r}")
     # points whose support misses the image are moved to a spot just as far outside
     # (the descriptor stays zero) so that integer pixel bounds never overflow
     ext = 2.5 * cw * math.sqrt(2.0) + 2.0

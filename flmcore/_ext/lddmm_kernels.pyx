@@ -213,7 +213,7 @@ cdef inline void _ham_vjp(const real* x, const real* p, const real* ca, const re
 
 # ---------------------------------------------------------------- batched entry points
 
-def velocity(real[:, :, ::1] x, real[:, :, ::1] a, int[::1] gend, real[::1] ginv, int kind,
+def velocity(const real[:, :, ::1] x, const real[:, :, ::1] a, const int[::1] gend, const real[::1] ginv, int kind,
              real[:, :, ::1] out, int num_threads):
     """out[b] = K(x[b]) a[b] (block-diagonal kernel matrix)."""
     cdef Py_ssize_t b
@@ -222,7 +222,7 @@ def velocity(real[:, :, ::1] x, real[:, :, ::1] a, int[::1] gend, real[::1] ginv
         _velocity(&x[b, 0, 0], &a[b, 0, 0], P, &gend[0], &ginv[0], kind, &out[b, 0, 0])
 
 
-def flow_forward(real[:, :, ::1] x0, real[:, :, :, ::1] mom, int n_steps, int[::1] gend, real[::1] ginv,
+def flow_forward(const real[:, :, ::1] x0, const real[:, :, :, ::1] mom, int n_steps, const int[::1] gend, const real[::1] ginv,
                  int kind, real[:, :, :, ::1] traj, real[:, :, ::1] work, int num_threads):
     """Euler flow x_{t+1} = x_t + K(x_t) a_t / T; mom (B, Tm, P, 2) with Tm in {1, T}; traj (B, T+1, P, 2)."""
     cdef Py_ssize_t b
@@ -238,8 +238,8 @@ def flow_forward(real[:, :, ::1] x0, real[:, :, :, ::1] mom, int n_steps, int[::
                 (&traj[b, t + 1, 0, 0])[k] = (&traj[b, t, 0, 0])[k] + h * (&work[b, 0, 0])[k]
 
 
-def flow_backward(real[:, :, :, ::1] traj, real[:, :, :, ::1] mom, real[:, :, :, ::1] gtraj, int n_steps,
-                  int[::1] gend, real[::1] ginv, int kind, real[:, :, ::1] gx0, real[:, :, :, ::1] gmom,
+def flow_backward(const real[:, :, :, ::1] traj, const real[:, :, :, ::1] mom, const real[:, :, :, ::1] gtraj, int n_steps,
+                  const int[::1] gend, const real[::1] ginv, int kind, real[:, :, ::1] gx0, real[:, :, :, ::1] gmom,
                   real[:, :, :, ::1] work, int num_threads):
     """Adjoint of flow_forward.
 
@@ -272,8 +272,8 @@ def flow_backward(real[:, :, :, ::1] traj, real[:, :, :, ::1] mom, real[:, :, :,
             (&gx0[b, 0, 0])[k] = lam[k]
 
 
-def shoot_forward(real[:, :, ::1] x0, real[:, :, ::1] p0, int n_steps, double c, double w1, double w2,
-                  int[::1] gend, real[::1] ginv, int kind, real[:, :, :, ::1] trajx, real[:, :, :, ::1] trajp,
+def shoot_forward(const real[:, :, ::1] x0, const real[:, :, ::1] p0, int n_steps, double c, double w1, double w2,
+                  const int[::1] gend, const real[::1] ginv, int kind, real[:, :, :, ::1] trajx, real[:, :, :, ::1] trajp,
                   real[:, :, :, ::1] work, int num_threads):
     """Geodesic shooting; Euler when c == 0 else the 2-stage scheme (c, w1, w2). work (B, 6, P, 2)."""
     cdef Py_ssize_t b
@@ -315,17 +315,17 @@ def shoot_forward(real[:, :, ::1] x0, real[:, :, ::1] p0, int n_steps, double c,
                     (&trajp[b, t + 1, 0, 0])[k] = pt[k] + h * (w1 * k1p[k] + w2 * k2p[k])
 
 
-def shoot_backward(real[:, :, :, ::1] trajx, real[:, :, :, ::1] trajp, real[:, :, :, ::1] gtx,
-                   real[:, :, :, ::1] gtp, int n_steps, double c, double w1, double w2, int[::1] gend,
-                   real[::1] ginv, int kind, real[:, :, ::1] gx0, real[:, :, ::1] gp0, real[:, :, :, ::1] work,
+def shoot_backward(const real[:, :, :, ::1] trajx, const real[:, :, :, ::1] trajp, const real[:, :, :, ::1] gtx,
+                   const real[:, :, :, ::1] gtp, int n_steps, double c, double w1, double w2, const int[::1] gend,
+                   const real[::1] ginv, int kind, real[:, :, ::1] gx0, real[:, :, ::1] gp0, real[:, :, :, ::1] work,
                    int num_threads):
     """Adjoint of shoot_forward.  gtx/gtp (B, 1, P, 2) (final state) or (B, T+1, P, 2); work (B, 12, P, 2)."""
     cdef Py_ssize_t b
     cdef int t, k, B = trajx.shape[0], P = trajx.shape[2]
     cdef int full = gtx.shape[1] > 1
     cdef real h = 1.0 / n_steps
-    cdef real* xt
-    cdef real* pt
+    cdef const real* xt
+    cdef const real* pt
     cdef real* lx
     cdef real* lp
     cdef real* ux
@@ -388,7 +388,7 @@ def shoot_backward(real[:, :, :, ::1] trajx, real[:, :, :, ::1] trajp, real[:, :
             (&gp0[b, 0, 0])[k] = lp[k]
 
 
-def ham_field(real[:, :, ::1] x, real[:, :, ::1] p, int[::1] gend, real[::1] ginv, int kind,
+def ham_field(const real[:, :, ::1] x, const real[:, :, ::1] p, const int[::1] gend, const real[::1] ginv, int kind,
               real[:, :, ::1] vx, real[:, :, ::1] vp, int num_threads):
     """Batched Hamiltonian field (dx/dt, dp/dt) at (x, p)."""
     cdef Py_ssize_t b
@@ -397,8 +397,8 @@ def ham_field(real[:, :, ::1] x, real[:, :, ::1] p, int[::1] gend, real[::1] gin
         _ham_field(&x[b, 0, 0], &p[b, 0, 0], P, &gend[0], &ginv[0], kind, &vx[b, 0, 0], &vp[b, 0, 0])
 
 
-def field_at(real[:, :, ::1] y, int[::1] lo, int[::1] hi, real[::1] yinv, real[:, :, ::1] x,
-             real[:, :, ::1] a, int kind, real[:, :, ::1] v, real[:, :, :, ::1] dv, int want_dv,
+def field_at(const real[:, :, ::1] y, const int[::1] lo, const int[::1] hi, const real[::1] yinv, const real[:, :, ::1] x,
+             const real[:, :, ::1] a, int kind, real[:, :, ::1] v, real[:, :, :, ::1] dv, int want_dv,
              int num_threads):
     """Velocity v(y_m) = sum_{lo_m <= j < hi_m} k(y_m, x_j) a_j and (if want_dv) its Jacobian dv (B, M, 2, 2)."""
     cdef Py_ssize_t b
@@ -450,8 +450,8 @@ cdef inline real _energy(const real* c1, const real* t1, int N1, const real* c2,
                                  gc2, gt2)
 
 
-def curve_distance(real[:, :, ::1] ca, real[:, :, ::1] ta, real[:, :, ::1] cb, real[:, :, ::1] tb,
-                   int[::1] aend, real[::1] ainv, int[::1] bend, real[::1] binv, int[::1] lo, int[::1] hi,
+def curve_distance(const real[:, :, ::1] ca, const real[:, :, ::1] ta, const real[:, :, ::1] cb, const real[:, :, ::1] tb,
+                   const int[::1] aend, const real[::1] ainv, const int[::1] bend, const real[::1] binv, const int[::1] lo, const int[::1] hi,
                    int kind, int varifold, int grad, real[::1] out, real[:, :, ::1] gca, real[:, :, ::1] gta,
                    real[:, :, ::1] gcb, real[:, :, ::1] gtb, int num_threads):
     """||mu_a - mu_b||^2_{W*} per shape (currents, or varifold when ``varifold``) and its gradients.

@@ -12,12 +12,23 @@ prediction :math:`x` with the target by the Mahalanobis distance with the
     W_i = \\frac{1}{a^2} t_i t_i^T + \\frac{1}{b^2} (I - t_i t_i^T)  \\quad (6)
 
 with the unit tangent (eq. 4) :math:`t_i = (z_{i+1} - z_{i-1}) / |z_{i+1} - z_{i-1}|`
-inside a curve and the one-sided differences of eq. (5) at the ends of an open
-curve; closed curves wrap around. At corners (curve ends, eye and mouth
-corners, isolated points; :attr:`flmcore.schemes.Scheme.corners`)
-:math:`W_i = I`. With ``a > b`` (paper: ``a = 5``, ``b = 3``) sliding along the
-boundary costs less than leaving it, and corners weigh far more than curve
-points.
+inside a curve and the one-sided differences of eq. (5),
+:math:`t_1 = (z_2 - z_1)/|z_2 - z_1|` and :math:`t_n = (z_n - z_{n-1})/|z_n - z_{n-1}|`,
+at the ends of an open curve; closed curves wrap around. Only at well-defined
+corners is :math:`W_i = I` ("landmarks such as those at the corners of the eyes
+or mouth ... are given unit covariance matrices", §3.1): the explicit corner
+list of each scheme (:attr:`flmcore.schemes.Scheme.corners`: eye and mouth
+corners, tips of closed brow outlines, plus isolated points such as pupils).
+Jaw ends, iBUG brow ends, the top of the nose bridge and the nose-wing ends
+are open-curve ends and take the end tangent of eq. (5). With ``a > b``
+(paper: ``a = 5``, ``b = 3``) sliding along the boundary costs less than
+leaving it, and corners weigh far more than curve points.
+
+**Degenerate neighbours.** Where the two neighbours of a point coincide
+(collapsed contours of profile faces) the two-sided difference vanishes; the
+one-sided difference to the next point (else the previous one) is used
+instead, in this module and in the torch loss
+(:func:`flmcore.nn.functional.anisotropic_loss`) alike.
 
 **W versus S.** The paper's eq. (3) and (6) define :math:`W = S^{-1}`, so the
 matrices returned by :func:`weight_matrices` are precisions (eigenvalue
@@ -222,16 +233,19 @@ def weight_matrices(shape, scheme, a: Union[float, np.ndarray] = 5.0, b: Union[f
     -------
     ndarray, shape (P, 2, 2) or (B, P, 2, 2)
         Symmetric positive-definite matrices; the identity at corners
-        (``scheme.corners``) and wherever the tangent is undefined (zero
-        vector); NaN where the tangent is NaN (missing points nearby).
+        (``scheme.corners``: true eye / mouth corners and isolated points, not
+        open-curve ends) and wherever the tangent is undefined (zero vector);
+        NaN where the tangent is NaN (missing points nearby).
 
     Examples
     --------
     >>> import numpy as np
     >>> x = np.zeros((68, 2)); x[:17, 0] = np.arange(17.0)
     >>> W = weight_matrices(x, "ibug68")
-    >>> W[8].round(4).tolist(), W[0].tolist()          # mid-jaw, jaw end (a corner)
-    ([[0.04, 0.0], [0.0, 0.1111]], [[1.0, 0.0], [0.0, 1.0]])
+    >>> W[8].round(4).tolist(), W[0].round(4).tolist()  # mid-jaw; jaw end: end tangent (eq. 5)
+    ([[0.04, 0.0], [0.0, 0.1111]], [[0.04, 0.0], [0.0, 0.1111]])
+    >>> W[36].tolist()                                    # outer eye corner: identity
+    [[1.0, 0.0], [0.0, 1.0]]
     """
     x, sch = _shape_and_scheme(shape, scheme)
     P = sch.n_points

@@ -14,11 +14,17 @@ scheme has one) that define the inter-pupil distance.
   iBUG points 36-41 form ``eye_left`` although they outline the *subject's*
   right eye.  Every scheme here follows the same convention, so that
   ``left_eye`` of one scheme is ``left_eye`` of every other one.
-* Isolated points (pupils, nose tip of sparse schemes, chin, ears) lie on no
-  curve and are listed in ``corners``: every point that is not a corner lies on
-  exactly one curve and has a well-defined tangent.  A few schemes share a
-  corner between two curves (for example the mouth corners of ``cofw29`` close
-  both the outer and the inner lip); shared points are always corners.
+* ``corners`` are the points where the anisotropic cost of Rayhan et al.
+  uses the identity weight ("landmarks such as those at the corners of the
+  eyes or mouth ... are given unit covariance matrices", §3.1): the explicit
+  per-scheme list ``_TRUE_CORNERS`` below (eye corners, mouth corners, the
+  tips of closed brow outlines), plus every isolated point (pupils, nose tip
+  of sparse schemes, chin, ears: they lie on no curve) and every point shared
+  by two curves (e.g. the mouth corners of ``cofw29`` close both lips).
+  **Ends of open curves are not corners**: they take the one-sided end
+  tangent of the paper's eq. (5) (jaw ends, brow ends of iBUG-68, the top of
+  the nose bridge, the nose-wing ends).  Every point that is not a corner lies
+  on exactly one curve and has a well-defined tangent.
 
 Cross-scheme data live in this module only: every point of every scheme
 carries a *semantic label* (an iBUG-68 index for the points that coincide
@@ -89,6 +95,9 @@ __all__ = [
     "correspondence_matrix",
     "convert",
     "semantic_labels",
+    "conversions",
+    "lddmm_face_curves",
+    "lddmm_face_sigma_v",
 ]
 
 
@@ -139,8 +148,10 @@ class Scheme:
     curves : tuple of Curve
         Named boundary curves; together with ``corners`` they cover every point.
     corners : tuple of int
-        Points with an isotropic (identity) weight: open-curve ends, eye and
-        mouth corners, and all isolated points.
+        Points with an isotropic (identity) anisotropic weight: the scheme's
+        true corners (eye and mouth corners, brow-outline tips; see
+        ``_TRUE_CORNERS``), all isolated points and points shared by two
+        curves.  Open-curve ends are *not* corners (Rayhan et al. eq. 5).
     interocular : tuple of (int, int)
         Outer eye corners (left, right) defining the inter-ocular distance.
     left_eye, right_eye : tuple of int
@@ -294,13 +305,13 @@ def _r(a: int, b: int) -> Tuple[int, ...]:
     return tuple(range(a, b + 1))
 
 
-def _make(name, n, curves, extra_corners, interocular, left_eye, right_eye, description) -> Scheme:
+def _make(name, n, curves, true_corners, interocular, left_eye, right_eye, description) -> Scheme:
     cs = tuple(Curve(cn, tuple(ix), closed) for cn, ix, closed in curves)
-    corners = set(extra_corners)
+    corners = set(true_corners)
+    count = np.zeros(n, dtype=np.int64)
     for c in cs:
-        corners.update(c.ends)
-    on = {i for c in cs for i in c.indices}
-    corners.update(i for i in range(n) if i not in on)
+        count[list(c.indices)] += 1
+    corners.update(int(i) for i in np.flatnonzero(count != 1))  # isolated (0) and shared (> 1) points
     return Scheme(name, n, cs, tuple(sorted(corners)), tuple(interocular), tuple(left_eye), tuple(right_eye),
                   description)
 
@@ -315,6 +326,25 @@ _LFPW29_CURVES = [
     ("lip_inner", (22, 25, 23, 26), True),
 ]
 _LFPW29_CORNERS = (0, 1, 2, 3, 8, 9, 10, 11, 22, 23)
+
+#: The true corners of every scheme (identity weight of the anisotropic cost, Rayhan et al.
+#: §3.1: "landmarks such as those at the corners of the eyes or mouth ... are given unit
+#: covariance matrices"; eq. 4-6 elsewhere).  Isolated points and points shared by two curves
+#: are added by ``_make``; ends of open curves are deliberately absent (they use eq. 5).
+#: ibug68: eye corners 36/39/42/45, outer and inner mouth corners 48/54/60/64.
+#: wflw98, lapa106: brow-outline tips (closed brow loops), eye corners, mouth corners.
+#: cofw29 / helen_zhou29: brow-outline tips, eye corners, mouth corners (22/23 are also shared).
+#: aflw19 / aflw21: eye corners and mouth corners (the brows and nose are open 3-point curves).
+_TRUE_CORNERS: Dict[str, Tuple[int, ...]] = {
+    "ibug68": (36, 39, 42, 45, 48, 54, 60, 64),
+    "wflw98": (33, 37, 42, 46, 60, 64, 68, 72, 76, 82, 88, 92),
+    "cofw29": _LFPW29_CORNERS,
+    "helen_zhou29": _LFPW29_CORNERS,
+    "aflw21": (6, 8, 9, 11, 17, 19),
+    "aflw19": (6, 8, 9, 11, 15, 17),
+    "lapa106": (33, 37, 42, 46, 66, 70, 75, 79, 84, 90, 96, 100),
+    "mtfl5": (),
+}
 
 _AFLW19_CURVES = [
     ("brow_left", (0, 1, 2), False),
@@ -337,31 +367,31 @@ _SCHEMES: Dict[str, Scheme] = {
                ("nose_bridge", _r(27, 30), False), ("nose_base", _r(31, 35), False),
                ("eye_left", _r(36, 41), True), ("eye_right", _r(42, 47), True),
                ("lip_outer", _r(48, 59), True), ("lip_inner", _r(60, 67), True)],
-              (36, 39, 42, 45, 48, 54, 60, 64), (36, 45), _r(36, 41), _r(42, 47),
+              _TRUE_CORNERS["ibug68"], (36, 45), _r(36, 41), _r(42, 47),
               "iBUG 300-W / Multi-PIE 68 points (Sagonas et al. 2013)"),
         _make("wflw98", 98,
               [("jaw", _r(0, 32), False), ("brow_left", _r(33, 41), True), ("brow_right", _r(42, 50), True),
                ("nose_bridge", _r(51, 54), False), ("nose_base", _r(55, 59), False),
                ("eye_left", _r(60, 67), True), ("eye_right", _r(68, 75), True),
                ("lip_outer", _r(76, 87), True), ("lip_inner", _r(88, 95), True)],
-              (33, 37, 42, 46, 60, 64, 68, 72, 76, 82, 88, 92), (60, 72), (96,), (97,),
+              _TRUE_CORNERS["wflw98"], (60, 72), (96,), (97,),
               "WFLW 98 points (Wu et al. 2018)"),
-        _make("cofw29", 29, _LFPW29_CURVES, _LFPW29_CORNERS, (8, 9), (16,), (17,),
+        _make("cofw29", 29, _LFPW29_CURVES, _TRUE_CORNERS["cofw29"], (8, 9), (16,), (17,),
               "COFW / LFPW 29 points (Burgos-Artizzu et al. 2013)"),
-        _make("helen_zhou29", 29, _LFPW29_CURVES, _LFPW29_CORNERS, (8, 9), (16,), (17,),
+        _make("helen_zhou29", 29, _LFPW29_CURVES, _TRUE_CORNERS["helen_zhou29"], (8, 9), (16,), (17,),
               "HELEN faces re-labelled with the LFPW/COFW 29 points (Zhou et al. 2013), same order as cofw29"),
-        _make("aflw21", 21, _AFLW21_CURVES, (6, 8, 9, 11), (6, 11), (7,), (10,),
+        _make("aflw21", 21, _AFLW21_CURVES, _TRUE_CORNERS["aflw21"], (6, 11), (7,), (10,),
               "AFLW 21 points (Koestinger et al. 2011), with ear lobes"),
-        _make("aflw19", 19, _AFLW19_CURVES, (6, 8, 9, 11), (6, 11), (7,), (10,),
+        _make("aflw19", 19, _AFLW19_CURVES, _TRUE_CORNERS["aflw19"], (6, 11), (7,), (10,),
               "AFLW 19 points (HRNet / mmpose / PIPNet protocol: AFLW-21 without the ear lobes)"),
         _make("lapa106", 106,
               [("jaw", _r(0, 32), False), ("brow_left", _r(33, 41), True), ("brow_right", _r(42, 50), True),
                ("nose_bridge", _r(51, 54), False), ("nose_base", _r(55, 65), False),
                ("eye_left", _r(66, 73), True), ("eye_right", _r(75, 82), True),
                ("lip_outer", _r(84, 95), True), ("lip_inner", _r(96, 103), True)],
-              (33, 37, 42, 46, 66, 70, 75, 79, 84, 90, 96, 100), (66, 79), (104,), (105,),
+              _TRUE_CORNERS["lapa106"], (66, 79), (104,), (105,),
               "LaPa 106 points (Liu et al. 2020)"),
-        _make("mtfl5", 5, [], (), (0, 1), (0,), (1,),
+        _make("mtfl5", 5, [], _TRUE_CORNERS["mtfl5"], (0, 1), (0,), (1,),
               "MTFL 5 points: eye centres, nose tip, mouth corners (Zhang et al. 2014)"),
     ]
 }
@@ -581,12 +611,19 @@ def correspondence_matrix(a: Union[str, Scheme], b: Union[str, Scheme]) -> np.nd
     return m
 
 
-def convert(shapes, src: Union[str, Scheme], dst: Union[str, Scheme], *, allow_missing: bool = False) -> np.ndarray:
+def convert(shapes, src: Union[str, Scheme], dst: Union[str, Scheme], *, allow_missing: bool = False,
+            conversion: str = "standard") -> np.ndarray:
     """Convert shapes from scheme ``src`` to scheme ``dst``.
 
-    Uses :func:`correspondence_matrix`; for ``wflw98 -> ibug68`` this is the
-    standard WFLW-98 -> iBUG-68 index map, for ``ibug68 -> mtfl5`` the
-    standard 68 -> 5 reduction (eye centres = mean of each eye ring).
+    ``conversion="standard"`` uses :func:`correspondence_matrix`; for
+    ``wflw98 -> ibug68`` this is the standard WFLW-98 -> iBUG-68 index map, for
+    ``ibug68 -> mtfl5`` the standard 68 -> 5 reduction (eye centres = mean of
+    each eye ring).  ``conversion="pipnet"`` (``wflw98 -> ibug68`` only) is
+    PIPNet's WFLW-68 (Jin, Liao & Shao, IJCV 2021, official
+    ``convert_wflw``): brow points get the x of the upper edge and the mean y
+    of the upper and lower edges, the lid points are interpolated
+    0.666 / 0.333 between the WFLW lid points; use it to reproduce PIPNet's
+    cross-domain WFLW-68 numbers.  :func:`conversions` lists the names.
 
     Parameters
     ----------
@@ -607,9 +644,27 @@ def convert(shapes, src: Union[str, Scheme], dst: Union[str, Scheme], *, allow_m
     >>> y = convert(x, "wflw98", "ibug68")
     >>> y.shape, y[36].tolist() == x[60].tolist()
     ((68, 2), True)
+    >>> z = convert(x, "wflw98", "ibug68", conversion="pipnet")
+    >>> z[18].tolist() == [x[34, 0], (x[34, 1] + x[41, 1]) / 2]
+    True
     """
     sa, sb = get_scheme(src), get_scheme(dst)
     arr = sa._check(shapes)
+    if not isinstance(conversion, str):
+        raise TypeError(f"conversion must be a str, got {type(conversion).__name__}")
+    if conversion != "standard":
+        key = (sa.name, sb.name, conversion)
+        if key not in _NAMED_CONVERSIONS:
+            raise ValueError(f"conversion must be one of {conversions(sa, sb)} for {sa.name} -> {sb.name}; "
+                             f"got {conversion!r}")
+        mx, my = _NAMED_CONVERSIONS[key]
+        # a converted point is NaN when a point it is built from is NaN (NaN * 0 would hide it)
+        nan_pt = np.isnan(arr).any(axis=-1)
+        miss = np.einsum("jp,...p->...j", ((mx != 0) | (my != 0)).astype(np.float64), nan_pt.astype(np.float64)) > 0
+        a0 = np.where(nan_pt[..., None], 0.0, arr)
+        out = np.stack([np.einsum("jp,...p->...j", mx, a0[..., 0]), np.einsum("jp,...p->...j", my, a0[..., 1])], -1)
+        out[miss] = np.nan
+        return out
     m = correspondence_matrix(sa, sb)
     undefined = np.isnan(m).any(axis=1)
     if undefined.any() and not allow_missing:
@@ -626,3 +681,179 @@ def convert(shapes, src: Union[str, Scheme], dst: Union[str, Scheme], *, allow_m
     vals[missing] = np.nan
     out[..., ok, :] = vals
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# LDDMM-Face curve layouts and kernel widths (Yang et al., ICLR 2022 submission)
+# ---------------------------------------------------------------------------------------
+#: The curve layout of the LDDMM-Face paper ("N is chosen to be 12", §4) as its official code
+#: defines it (``lib/utils/lddmm_params.py``, ``get_curve2landmark``): the jaw split in halves,
+#: open eyes, the outer and inner lips split into an upper and a lower open arc.  Every point
+#: lies on exactly one curve (the mouth corners belong to the upper arcs).
+_LDDMM_FACE_CURVES: Dict[str, Tuple[Curve, ...]] = {
+    "ibug68": tuple(Curve(n, ix, False) for n, ix in (
+        ("jaw_left", _r(0, 8)), ("jaw_right", _r(9, 16)), ("brow_left", _r(17, 21)),
+        ("brow_right", _r(22, 26)), ("nose_bridge", _r(27, 30)), ("nose_base", _r(31, 35)),
+        ("eye_left", _r(36, 41)), ("eye_right", _r(42, 47)), ("lip_outer_upper", _r(48, 54)),
+        ("lip_outer_lower", _r(55, 59)), ("lip_inner_upper", _r(60, 64)), ("lip_inner_lower", _r(65, 67)))),
+}
+
+#: The official sigma_V of every curve of ``_LDDMM_FACE_CURVES`` (``get_sigmaV2``), in pixels of
+#: the official 256 x 256 crops.  The paper: "sigma_V and sigma_W are respectively chosen to be
+#: the scale and half the scale of the coordinates of each curve of the mean face".
+_LDDMM_FACE_SIGMA_V_PX: Dict[str, Tuple[float, ...]] = {
+    "ibug68": (36.1889, 32.2242, 11.2157, 11.2157, 7.2351, 6.5614, 6.4939, 6.4939, 12.0834, 7.9841,
+               9.3308, 3.0845),
+}
+
+#: Inter-ocular distance (outer eye corners) of a 300-W face in the official 256 x 256 crops
+#: (HRNet cropping: 1.25 x the face box mapped to 256 px).  Measured on the 2,012 300-W training
+#: faces of ``shared/data/300w_train_crops`` with the face box = the box of the 68 points: mean
+#: 119.7 px, median 120.5 px.  Dividing the table above by it expresses the official widths in
+#: units of the inter-ocular distance, which is what :func:`lddmm_face_sigma_v` scales by.
+_LDDMM_FACE_CROP_IOD_PX: Dict[str, float] = {"ibug68": 120.0}
+
+_LDDMM_PRESETS = ("flmcore", "paper")
+
+
+def lddmm_face_curves(scheme: Union[str, Scheme], preset: str = "flmcore") -> Tuple[Curve, ...]:
+    """The curves LDDMM-Face deforms and compares, per preset.
+
+    Parameters
+    ----------
+    scheme : str or Scheme
+    preset : {"flmcore", "paper"}
+        ``"flmcore"``: the scheme's own curves (:attr:`Scheme.curves`; for
+        ``ibug68`` 9 curves: one jaw, closed eyes and lips).  ``"paper"``: the
+        12 curves of the paper and its official code (jaw halves 0-8 / 9-16,
+        open eyes, upper and lower lip arcs 48-54 / 55-59 / 60-64 / 65-67);
+        only ``ibug68`` has one.
+
+    Returns
+    -------
+    tuple of Curve
+
+    Examples
+    --------
+    >>> [c.name for c in lddmm_face_curves("ibug68", "paper")][:3]
+    ['jaw_left', 'jaw_right', 'brow_left']
+    >>> len(lddmm_face_curves("ibug68")), len(lddmm_face_curves("ibug68", "paper"))
+    (9, 12)
+    """
+    s = get_scheme(scheme)
+    if preset not in _LDDMM_PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(map(repr, _LDDMM_PRESETS))}; got {preset!r}")
+    if preset == "flmcore":
+        return s.curves
+    if s.name not in _LDDMM_FACE_CURVES:
+        raise ValueError(f"preset='paper' (the official LDDMM-Face layout) exists for schemes "
+                         f"{', '.join(_LDDMM_FACE_CURVES)}; got scheme {s.name!r}: use preset='flmcore'")
+    return _LDDMM_FACE_CURVES[s.name]
+
+
+def lddmm_face_sigma_v(scheme: Union[str, Scheme], mean_shape) -> np.ndarray:
+    """The official LDDMM-Face sigma_V of every ``preset="paper"`` curve, in ``mean_shape`` pixels.
+
+    ``sigma_V[k] = table[k] / 120 * d_io(mean_shape)``: the official per-curve
+    widths (``lib/utils/lddmm_params.py``, pixels of 256 x 256 crops) divided by
+    the inter-ocular distance of a face in those crops (120 px, see
+    ``_LDDMM_FACE_CROP_IOD_PX``) and multiplied by the inter-ocular distance of
+    the given mean face, so that the widths keep their size relative to the
+    face whatever the crop size.  For the jaw halves this is 0.30 and 0.27
+    inter-ocular distances.  sigma_W is half of it (paper §4).
+
+    Parameters
+    ----------
+    scheme : str or Scheme
+        ``ibug68``.
+    mean_shape : array_like, shape (P, 2)
+        The mean face in the pixel frame of the model.
+
+    Returns
+    -------
+    numpy.ndarray, shape (12,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> m = np.zeros((68, 2)); m[45] = (120.0, 0.0)     # a face of the official crop size
+    >>> lddmm_face_sigma_v("ibug68", m)[:2].tolist()
+    [36.1889, 32.2242]
+    """
+    s = get_scheme(scheme)
+    lddmm_face_curves(s, "paper")
+    m = s._check(mean_shape, "mean_shape")
+    if m.ndim != 2:
+        raise ValueError(f"mean_shape must have shape ({s.n_points}, 2), got {m.shape}")
+    iod = float(s.interocular_distance(m))
+    if not (np.isfinite(iod) and iod > 0):
+        raise ValueError(f"mean_shape must have distinct, finite outer eye corners {s.interocular}; "
+                         f"got an inter-ocular distance of {iod}")
+    return np.asarray(_LDDMM_FACE_SIGMA_V_PX[s.name]) / _LDDMM_FACE_CROP_IOD_PX[s.name] * iod
+
+
+# ---------------------------------------------------------------------------------------
+# named conversions that are not a single index map
+# ---------------------------------------------------------------------------------------
+def _pipnet_wflw68() -> Tuple[np.ndarray, np.ndarray]:
+    """(Mx, My) (68, 98) of PIPNet's WFLW -> 68 conversion (``lib/preprocess*.py``, ``convert_wflw``).
+
+    Jaw: every second point; brows: x of the upper-edge point, y the mean of the upper and the
+    facing lower-edge point (ends unchanged); nose 51-59; eye corners kept, lid points
+    0.666 * corner-side lid point + 0.333 * lid middle (the official coefficients, which sum to
+    0.999); lips 76-95.
+    """
+    mx = np.zeros((68, 98))
+    my = np.zeros((68, 98))
+
+    def both(j, src, w=1.0):
+        mx[j, src] += w
+        my[j, src] += w
+
+    for k in range(17):
+        both(k, 2 * k)
+    brows = [(17, 33, None), (18, 34, 41), (19, 35, 40), (20, 36, 39), (21, 37, 38),
+             (22, 42, 50), (23, 43, 49), (24, 44, 48), (25, 45, 47), (26, 46, None)]
+    for j, up, low in brows:
+        mx[j, up] = 1.0
+        if low is None:
+            my[j, up] = 1.0
+        else:
+            my[j, up] = my[j, low] = 0.5
+    for k, i in enumerate(range(51, 60)):
+        both(27 + k, i)
+    for base, w in ((36, 60), (42, 68)):
+        both(base, w)
+        both(base + 1, w + 1, 0.666)
+        both(base + 1, w + 2, 0.333)
+        both(base + 2, w + 3, 0.666)
+        both(base + 2, w + 2, 0.333)
+        both(base + 3, w + 4)
+        both(base + 4, w + 5, 0.666)
+        both(base + 4, w + 6, 0.333)
+        both(base + 5, w + 7, 0.666)
+        both(base + 5, w + 6, 0.333)
+    for k, i in enumerate(range(76, 96)):
+        both(48 + k, i)
+    return mx, my
+
+
+#: Named conversions ``(src, dst, name) -> (Mx, My)`` with separate matrices for x and y.
+_NAMED_CONVERSIONS: Dict[Tuple[str, str, str], Tuple[np.ndarray, np.ndarray]] = {
+    ("wflw98", "ibug68", "pipnet"): _pipnet_wflw68(),
+}
+
+
+def conversions(src: Union[str, Scheme], dst: Union[str, Scheme]) -> Tuple[str, ...]:
+    """Names of the conversions available from ``src`` to ``dst`` for :func:`convert`.
+
+    ``"standard"`` (the correspondence matrix) always exists; ``wflw98 -> ibug68``
+    also has ``"pipnet"``, PIPNet's WFLW-68 (its cross-domain test set).
+
+    Examples
+    --------
+    >>> conversions("wflw98", "ibug68")
+    ('standard', 'pipnet')
+    """
+    a, b = get_scheme(src).name, get_scheme(dst).name
+    return ("standard",) + tuple(n for (s, d, n) in _NAMED_CONVERSIONS if (s, d) == (a, b))

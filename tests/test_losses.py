@@ -371,9 +371,39 @@ def test_bad_input_raises():
         F.mixed_branch_loss({"m": torch.zeros(1, 3, 2)}, torch.zeros(1, 3, 2), "q", main="m", pairs={})
 
 
-def test_anisotropic_degenerate_tangent_is_identity_like_core():
-    z = torch.rand(1, 68, 2, dtype=torch.float64) * 50
-    z[0, 4] = z[0, 6]  # jaw point 5 has coincident neighbours: undefined tangent
-    W = F.anisotropic_weights(z, "ibug68")
-    np.testing.assert_allclose(W[0, 5].numpy(), np.eye(2))
-    assert torch.isfinite(F.anisotropic_loss(z + 1.0, z, "ibug68"))
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_anisotropic_coincident_neighbours_one_sided_like_core(adaptive):
+    """Issue 13: coincident neighbours -> the one-sided tangent (as the NumPy core), not W = I."""
+    from flmcore import anisotropic as core
+
+    g = torch.Generator().manual_seed(7)
+    z = torch.rand(2, 68, 2, generator=g, dtype=torch.float64) * 50
+    z[0, 4] = z[0, 6]                  # jaw point 5: neighbours coincide -> forward difference z6 - z5
+    z[1, 6] = z[1, 4]                  # the same on the other face
+    z[1, 30] = z[1, 28]                # nose bridge 29: neighbours coincide -> forward z30 - z29
+    a, b = 5.0, 3.0
+
+    def eq6(t):  # reference from the paper: t one-sided (eq. 5 form), W = tt^T/a^2 + (I - tt^T)/b^2
+        t = t / np.linalg.norm(t)
+        tt = np.outer(t, t)
+        return tt / a ** 2 + (np.eye(2) - tt) / b ** 2
+
+    zn = z.numpy()
+    W = F.anisotropic_weights(z, "ibug68", a, b).numpy()
+    np.testing.assert_allclose(W[0, 5], eq6(zn[0, 6] - zn[0, 5]), rtol=1e-12)
+    np.testing.assert_allclose(W[1, 5], eq6(zn[1, 6] - zn[1, 5]), rtol=1e-12)
+    np.testing.assert_allclose(W[1, 29], eq6(zn[1, 30] - zn[1, 29]), rtol=1e-12)
+    assert not np.allclose(W[0, 5], np.eye(2))
+    # the torch weights and loss equal the NumPy core on exactly this case
+    Wc = core.weight_matrices(zn, "ibug68", a, b, adaptive=adaptive)
+    Wt = F.anisotropic_weights(z, "ibug68", a, b, adaptive=adaptive).numpy()
+    np.testing.assert_allclose(Wt, Wc, rtol=1e-12, atol=1e-15)
+    x = z + torch.randn(z.shape, generator=g, dtype=torch.float64)
+    q = F.anisotropic_loss(x, z, "ibug68", a, b, adaptive=adaptive, reduction="none")
+    qc = core.mahalanobis_cost(x.numpy(), zn, Wc, per_point=True)
+    np.testing.assert_allclose(q.numpy(), qc, rtol=1e-10)
+    # fully collapsed (every difference zero): identity in both
+    z2 = z.clone()
+    z2[0, 4] = z2[0, 5] = z2[0, 6]
+    np.testing.assert_allclose(F.anisotropic_weights(z2, "ibug68")[0, 5].numpy(), np.eye(2))
+    np.testing.assert_allclose(core.weight_matrices(z2.numpy(), "ibug68")[0, 5], np.eye(2))

@@ -284,7 +284,8 @@ def _curve_neighbours(scheme) -> Tuple[np.ndarray, ...]:
 
     The tangent of point ``i`` is ``z[next] - z[prev]``: interior curve points use their two
     neighbours (Rayhan et al. eq. 4), closed curves wrap around, open-curve ends use the
-    one-sided difference (eq. 5).  Corners and isolated points are ``on_curve = False`` (W = I).
+    one-sided difference (eq. 5).  Corners (``scheme.corners``: the true eye / mouth corners,
+    isolated and shared points -- not the open-curve ends) are ``on_curve = False`` (W = I).
     A point listed by two curves keeps the first curve.  The turning angle of point ``i`` (for
     curvature-adaptive (a, b)) is measured at vertex ``ang_mid`` between ``ang_prev`` and
     ``ang_next``; open-curve ends borrow their inner neighbour's angle, curves of fewer than 3
@@ -326,16 +327,36 @@ def _curve_neighbours(scheme) -> Tuple[np.ndarray, ...]:
     return out
 
 
+def _tangent_dirs(target: Tensor, prev: Tensor, nxt: Tensor) -> Tensor:
+    """Unnormalised tangent directions ``z[next] - z[prev]`` (eq. 4/5) with the one-sided fallback.
+
+    Where the two neighbours coincide (collapsed contours of profile faces) the forward
+    difference ``z[next] - z_i`` is used, else the backward one ``z_i - z[prev]`` -- exactly as
+    :func:`flmcore.anisotropic.tangents`; zero only where every difference vanishes (W = I).
+    """
+    zp = target.index_select(1, prev)
+    zn = target.index_select(1, nxt)
+    v = zn - zp
+    zero = (v * v).sum(-1, keepdim=True) == 0
+    if bool(zero.any()):
+        fwd = zn - target
+        bwd = target - zp
+        one = torch.where((fwd * fwd).sum(-1, keepdim=True) > 0, fwd, bwd)
+        v = torch.where(zero, one, v)
+    return v
+
+
 def _aniso_coeffs(target: Tensor, scheme, a, b, adaptive: bool = False):
     """Return ``(c_iso, c_tan, t)`` with ``d^T W d = c_iso |d|^2 + c_tan (t.d)^2`` (eq. 6).
 
-    Curve points: ``c_iso = 1/b^2``, ``c_tan = 1/a^2 - 1/b^2``; corners, isolated points and
-    points whose tangent vanishes (coincident neighbours): ``c_iso = 1``, ``c_tan = 0`` (W = I),
-    as in :func:`flmcore.anisotropic.weight_matrices`.
+    Curve points (including open-curve ends, eq. 5): ``c_iso = 1/b^2``,
+    ``c_tan = 1/a^2 - 1/b^2``; corners, isolated points and points whose tangent vanishes
+    even one-sidedly: ``c_iso = 1``, ``c_tan = 0`` (W = I), as in
+    :func:`flmcore.anisotropic.weight_matrices`.
     """
     prev, nxt, on, ap, am, an = _curve_neighbours(scheme)
     dev = target.device
-    v = target[:, torch.as_tensor(nxt, device=dev)] - target[:, torch.as_tensor(prev, device=dev)]
+    v = _tangent_dirs(target, torch.as_tensor(prev, device=dev), torch.as_tensor(nxt, device=dev))
     nrm = torch.linalg.vector_norm(v, dim=-1)
     ok = nrm > 0
     t = v / torch.where(ok, nrm, torch.ones_like(nrm)).unsqueeze(-1)
@@ -435,7 +456,7 @@ def _mahalanobis_sq(d: Tensor, target: Tensor, scheme, a, b, adaptive: bool) -> 
         return c_iso * d.pow(2).sum(-1) + c_tan * proj * proj
     # fixed (a, b): with v = z[next] - z[prev], (t.d)^2 = (v.d)^2 / |v|^2
     prev, nxt, on = _fixed_index(scheme, target.device)
-    v = target.index_select(1, nxt) - target.index_select(1, prev)
+    v = _tangent_dirs(target, prev, nxt)
     vv = (v * v).sum(-1)
     curve = on & (vv > 0)
     dd = (d * d).sum(-1)

@@ -236,6 +236,15 @@ def _raise_status(status, src_name, dst_name, offset=0):
             raise ValueError(f"cannot fit a similarity for shape index {shown}{more}: {msg}")
 
 
+def _check_magnitude(src, dst, status, params):
+    """Coordinates so large that their squares overflow float64 would read as 'degenerate' or give
+    inf/NaN parameters: say so instead."""
+    big = max(float(np.abs(src).max(initial=0.0)), float(np.abs(dst).max(initial=0.0)))
+    if (big > 1e150 and (status != 0).any()) or not np.isfinite(params[status == 0]).all():
+        raise ValueError(f"src and dst coordinates must be below 1e150 in magnitude (their squares overflow "
+                         f"float64), got a largest |coordinate| of {big:g}")
+
+
 def _present(x):
     """``(..., P)`` mask of points with both coordinates finite (faster than ``isfinite(x).all(-1)``)."""
     return np.isfinite(x[..., 0]) & np.isfinite(x[..., 1])
@@ -247,7 +256,10 @@ def _check_weights(weights, B, P, name="weights"):
         raise ValueError(f"{name} must have shape (P,) or (B, P) with P={P}, B={B}; got shape {w.shape}")
     if (w < 0).any():
         raise ValueError(f"{name} must be >= 0, got minimum {w.min()}")
-    return w
+    top = w.max()
+    # only ratios matter (weighted least squares, weighted means): scale so that the largest is 1,
+    # then weighted sums of squares cannot overflow however large the weights
+    return w / top if top > 0 else w
 
 
 # --------------------------------------------------------------------------- public API
@@ -353,6 +365,7 @@ def align(src, dst, *, scale: bool = True, reflection: bool = False, weights=Non
     d0 = np.ascontiguousarray(np.where(dok[..., None], d3, 0.0))
     nt = check_num_threads(num_threads)
     params, aligned, status = _fit(s0, d0, np.ascontiguousarray(w), scale, reflection, nt)
+    _check_magnitude(s0, d0, status, params)
     _raise_status(status, "src", "dst")
     aligned[~sok] = np.nan
     T = _params_to_similarity(params)

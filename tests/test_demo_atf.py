@@ -2,13 +2,10 @@
 import pytest
 
 
-def test_demo_atf_quick(tmp_path):
+def test_demo_atf_quick(tmp_path, helen_pairs):
     pytest.importorskip("matplotlib")
-    from flmcore.data import sample_dir
     from flmcore.train.demos import DemoContext, atf
 
-    if not (sample_dir() / "helen_pairs.npz").is_file():
-        pytest.skip("bundled sample not present")
     md = atf.run(DemoContext(out_dir=tmp_path, quick=True, seed=0))
     assert md.startswith("## ")
     for name in ("atf_losses.png", "atf_pose_bins.png"):

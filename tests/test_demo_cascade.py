@@ -4,16 +4,10 @@ import re
 import pytest
 
 
-def test_demo_cascade_quick(tmp_path):
+def test_demo_cascade_quick(tmp_path, helen_pairs):
     from flmcore.train.demos import DemoContext
     from flmcore.train.demos.cascade import run
 
-    try:
-        from flmcore.data import load_sample
-
-        load_sample("helen_pairs")
-    except Exception as exc:  # pragma: no cover
-        pytest.skip(f"helen_pairs sample not available: {exc}")
     md = run(DemoContext(out_dir=tmp_path, quick=True, seed=0))
     assert md.startswith("## ")
     for name in ("cascade_ced.png", "cascade_pred.png"):

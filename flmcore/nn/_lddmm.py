@@ -202,6 +202,20 @@ def _torch_shoot(x0, p0, T, c, w1, w2, mask, inv, kind, full):
 
 
 # ----------------------------------------------------------------------------- autograd Functions
+def _first_order(backward):
+    """The compiled kernels give first derivatives only: refuse a double backward (``create_graph=True``,
+    where the engine runs ``backward`` with grad mode on) instead of returning silently wrong (zero or
+    ``None``) second derivatives."""
+    def wrapper(ctx, *grads):
+        if torch.is_grad_enabled():
+            raise RuntimeError("second derivatives (create_graph=True / double backward) are not available "
+                               "through the compiled LDDMM kernels (backend='kernel', or 'auto' on CPU); "
+                               "use backend='torch'")
+        return torch.autograd.function.once_differentiable(backward)(ctx, *grads)
+    wrapper.__doc__ = backward.__doc__
+    return wrapper
+
+
 class _FlowFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x0, mom, n_steps, plan, kind, full):
@@ -217,7 +231,7 @@ class _FlowFn(torch.autograd.Function):
         return traj_t.clone() if full else traj_t[:, -1].clone()
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @_first_order
     def backward(ctx, g):
         traj, mom = ctx.saved_tensors
         n_steps, plan, kind, full = ctx.meta
@@ -248,7 +262,7 @@ class _ShootFn(torch.autograd.Function):
         return tx_t[:, -1].clone(), tp_t[:, -1].clone()
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @_first_order
     def backward(ctx, gx, gp):
         tx, tp = ctx.saved_tensors
         n_steps, coef, plan, kind, full = ctx.meta
@@ -282,7 +296,7 @@ class _CurveFn(torch.autograd.Function):
         return torch.from_numpy(out)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
+    @_first_order
     def backward(ctx, g):
         gs = ctx.saved_tensors
         w = g[:, None, None]
@@ -722,7 +736,8 @@ class LDDMMDeformation(nn.Module):
         if sigma_v is None:
             sig = _core.curve_sigmas(mean, self.curves) if self.curves is not None else _core.curve_scale(mean)
         else:
-            sig = sigma_v
+            n_curves = 1 if self.curves is None else len(_core._curve_list(self.curves))
+            sig = _core._sigma_list(sigma_v, n_curves, "sigma_v")  # a number is shared by every curve
         self.sigma = [float(s) for s in np.atleast_1d(sig)] if self.curves is not None else float(np.ravel(sig)[0])
         self.register_buffer("mean_shape", torch.as_tensor(mean, dtype=torch.float32))
 

@@ -88,6 +88,9 @@ def _reduce(per_point: Tensor, weights, reduction: str) -> Tensor:
         if torch.broadcast_shapes(w.shape, per_point.shape) != per_point.shape:
             raise ValueError(f"weights must broadcast to (B, P) = {tuple(per_point.shape)}, "
                              f"got shape {tuple(w.shape)}")
+        if w.numel() and not bool((torch.isfinite(w) & (w >= 0)).all()):
+            bad = w[~(torch.isfinite(w) & (w >= 0))]
+            raise ValueError(f"weights must be finite and >= 0, got {float(bad.flatten()[0])}")
         per_point = per_point * w
     if reduction == "none":
         return per_point

@@ -186,6 +186,9 @@ def decode_heatmaps(heatmaps: Tensor, *, stride: float = 1.0, soft: bool = False
     if heatmaps.dim() != 4:
         raise ValueError(f"heatmaps must have shape (B, P, H, W), got {tuple(heatmaps.shape)}")
     B, P, H, W = heatmaps.shape
+    if not bool(torch.isfinite(heatmaps).all()):
+        raise ValueError(f"heatmaps contains {int((~torch.isfinite(heatmaps)).sum())} NaN or infinite value(s); "
+                         "expected finite maps (a diverged network?)")
     flat = heatmaps.reshape(B, P, H * W)
     if soft:
         pos = flat.clamp_min(0)

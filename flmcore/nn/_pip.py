@@ -68,6 +68,8 @@ def _map_size(map_size) -> Tuple[int, int]:
 def _shapes_tensor(shapes, name: str = "shapes") -> torch.Tensor:
     if isinstance(shapes, torch.Tensor):
         t = shapes
+        if t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"{name} must be a real-valued tensor, got dtype {t.dtype}")
         if not t.is_floating_point():
             t = t.to(torch.float32)
     else:

@@ -15,6 +15,8 @@
   al., ICLR 2022): the mean closest-point (ICP) distance between predicted and
   true curves, normalised like :func:`nme`; it needs no point-to-point
   correspondence, so prediction and ground truth may use different schemes.
+  ``mode="lddmm_face"`` is the official definition (nearest vertex, averaged
+  over five facial regions); the default ``"polyline"`` is flmcore's.
 
 A zero or non-finite normalising distance never silently yields ``inf``: it
 raises a :class:`ValueError` naming the faces, or gives NaN for those faces
@@ -28,9 +30,9 @@ import numpy as np
 
 from ._validate import check_array, check_in, check_int, check_positive, check_shapes
 
-__all__ = ["normalising_distance", "nme", "failure_rate", "ced", "auc", "point_var", "nme_curve"]
+__all__ = ["normalising_distance", "nme", "failure_rate", "ced", "auc", "point_var", "nme_curve", "curve_regions"]
 
-_NORMS = ("interocular", "interpupil", "bbox", "diagonal")
+_NORMS = ("interocular", "interpupil", "bbox", "diagonal", "face_box")
 
 
 def _get_scheme(scheme, n_points, name="scheme"):
@@ -47,24 +49,33 @@ def _get_scheme(scheme, n_points, name="scheme"):
 
 
 def normalising_distance(gt, norm: Union[str, float, np.ndarray] = "interocular", *, scheme=None,
-                         on_invalid: str = "raise") -> np.ndarray:
+                         on_invalid: str = "raise", boxes=None) -> np.ndarray:
     """Per-face normalising distance ``d`` used by :func:`nme`.
+
+    The single definition of the box normalisers in flmcore (:mod:`flmcore.ssr`
+    uses it too).
 
     Parameters
     ----------
     gt : array_like, shape (P, 2) or (B, P, 2)
         Ground-truth shapes (NaN = missing point).
-    norm : {"interocular", "interpupil", "bbox", "diagonal"} or float or array_like (B,)
+    norm : {"interocular", "interpupil", "bbox", "diagonal", "face_box"} or float or array_like (B,)
         ``"interocular"``: distance of the outer eye corners
         (``scheme.interocular``); ``"interpupil"``: distance of the eye centres
         (``scheme.left_eye`` / ``right_eye`` means); ``"bbox"``:
-        :math:`\\sqrt{w h}` of the ground-truth box over present points;
-        ``"diagonal"``: :math:`\\sqrt{w^2 + h^2}` of that box; a number or one
-        value per face: used as given.
+        :math:`\\sqrt{w h}` of the ground-truth *landmark* box over present
+        points; ``"diagonal"``: :math:`\\sqrt{w^2 + h^2}` of that box;
+        ``"face_box"``: :math:`\\sqrt{w h}` of the given face rectangles
+        ``boxes`` -- the AFLW protocol (Zhu et al., CVPR 2016; the HRNet,
+        PIPNet and LDDMM-Face AFLW-19 evaluations), whose box is the dataset's
+        face rectangle, not the box of the landmarks; a number or one value per
+        face: used as given.
     scheme : Scheme or str, optional
         Needed for ``"interocular"`` and ``"interpupil"``.
     on_invalid : {"raise", "nan"}
         What to do with a zero / non-finite distance.
+    boxes : array_like, shape (4,) or (B, 4), optional
+        Face rectangles ``(x0, y0, x1, y1)`` (pixels) for ``"face_box"``.
 
     Returns
     -------
@@ -75,6 +86,8 @@ def normalising_distance(gt, norm: Union[str, float, np.ndarray] = "interocular"
     >>> import numpy as np
     >>> float(normalising_distance(np.array([[0.0, 0.0], [3.0, 4.0]]), "diagonal"))
     5.0
+    >>> float(normalising_distance(np.zeros((19, 2)), "face_box", boxes=[10, 20, 110, 245]))
+    150.0
     """
     g = check_shapes(gt, "gt", allow_nan=True)
     check_in(on_invalid, "on_invalid", ("raise", "nan"))
@@ -83,7 +96,16 @@ def normalising_distance(gt, norm: Union[str, float, np.ndarray] = "interocular"
     B = g3.shape[0]
     if isinstance(norm, str):
         check_in(norm, "norm", _NORMS)
-        if norm in ("interocular", "interpupil"):
+        if norm == "face_box":
+            if boxes is None:
+                raise ValueError("norm='face_box' needs the face rectangles: pass boxes=(B, 4) (x0, y0, x1, y1)")
+            bx = check_array(boxes, "boxes", allow_nan=True)
+            if bx.shape not in ((4,), (B, 4)) or (bx.ndim == 1 and not single and B != 1):
+                raise ValueError(f"boxes must have shape (4,) for one face or ({B}, 4), got {bx.shape}")
+            bx = bx.reshape(-1, 4)
+            with np.errstate(invalid="ignore"):
+                d = np.sqrt((bx[:, 2] - bx[:, 0]) * (bx[:, 3] - bx[:, 1]))
+        elif norm in ("interocular", "interpupil"):
             if scheme is None:
                 raise ValueError(f"norm={norm!r} needs the annotation scheme: pass scheme=<name or Scheme>")
             sch = _get_scheme(scheme, g3.shape[1])
@@ -124,7 +146,7 @@ def _pair(pred, gt):
 
 
 def nme(pred, gt, norm: Union[str, float, np.ndarray] = "interocular", *, scheme=None,
-        on_invalid: str = "raise") -> np.ndarray:
+        on_invalid: str = "raise", boxes=None) -> np.ndarray:
     """Normalised mean error per face.
 
     .. math:: \\mathrm{NME}_b = \\frac{1}{|V_b|} \\sum_{i \\in V_b}
@@ -145,6 +167,8 @@ def nme(pred, gt, norm: Union[str, float, np.ndarray] = "interocular", *, scheme
     on_invalid : {"raise", "nan"}
         A zero / non-finite normaliser (or a face without any present point)
         raises a ``ValueError`` naming the faces, or yields NaN for them.
+    boxes : array_like, shape (4,) or (B, 4), optional
+        Face rectangles for ``norm="face_box"`` (AFLW protocol).
 
     Returns
     -------
@@ -159,7 +183,7 @@ def nme(pred, gt, norm: Union[str, float, np.ndarray] = "interocular", *, scheme
     0.1
     """
     p, g = _pair(pred, gt)
-    d = normalising_distance(g, norm, scheme=scheme, on_invalid=on_invalid)
+    d = normalising_distance(g, norm, scheme=scheme, on_invalid=on_invalid, boxes=boxes)
     err = np.linalg.norm(p - g, axis=-1)
     ok = ~np.isnan(err)
     n = ok.sum(-1)
@@ -372,7 +396,18 @@ def nme_curve(pred, gt, scheme, *, gt_scheme=None, norm: Union[str, float, np.nd
         Scheme of ``gt`` (default: ``scheme``) — cross-annotation evaluation.
     norm : str or float or array_like (B,)
         Normaliser of ``gt`` (see :func:`normalising_distance`, with ``gt_scheme``).
-    mode : {"polyline", "points"}
+    mode : {"polyline", "points", "lddmm_face"}
+        ``"polyline"`` (flmcore default): point-to-segment distances pooled
+        over all curve points.  ``"points"``: the same with vertices only.
+        ``"lddmm_face"``: the official LDDMM-Face metric (``compute_curve_dist``
+        of its ``lib/core/evaluation.py``): the points are grouped into five
+        regions -- edge (jaw), eyebrows, nose, eyes, mouth (all curves of a
+        region together, e.g. both eyes) -- and per region the nearest-*vertex*
+        distances pred -> truth and truth -> pred are averaged together and
+        divided by the normaliser; :math:`\\mathrm{NME}_c` is the mean over
+        the regions present in both schemes (five for iBUG-68 and WFLW-98).
+        On HELEN it is about 1.5x the polyline value, because a point between
+        two true vertices is not at distance 0.
     on_invalid : {"raise", "nan"}
 
     Returns
@@ -386,6 +421,8 @@ def nme_curve(pred, gt, scheme, *, gt_scheme=None, norm: Union[str, float, np.nd
     >>> pred = gt.copy(); pred[1:16, 0] += 0.5               # inner jaw points slide along it
     >>> float(nme_curve(pred, gt, "ibug68", norm=10.0))
     0.0
+    >>> round(float(nme_curve(pred, gt, "ibug68", norm=10.0, mode="lddmm_face")), 4)  # vertices: 0.5 px off
+    0.0088
     """
     sch = _get_scheme(scheme, None)
     gsch = sch if gt_scheme is None else _get_scheme(gt_scheme, None, "gt_scheme")
@@ -393,11 +430,14 @@ def nme_curve(pred, gt, scheme, *, gt_scheme=None, norm: Union[str, float, np.nd
     g = check_shapes(gt, "gt", allow_nan=True, n_points=gsch.n_points)
     if p.ndim != g.ndim or (p.ndim == 3 and p.shape[0] != g.shape[0]):
         raise ValueError(f"pred and gt must hold the same number of faces, got shapes {p.shape} and {g.shape}")
-    check_in(mode, "mode", ("polyline", "points"))
+    check_in(mode, "mode", ("polyline", "points", "lddmm_face"))
     single = p.ndim == 2
     p3 = p.reshape(-1, sch.n_points, 2)
     g3 = g.reshape(-1, gsch.n_points, 2)
     d = np.atleast_1d(normalising_distance(g3, norm, scheme=gsch, on_invalid=on_invalid))
+    if mode == "lddmm_face":
+        out = _nme_curve_regions(p3, g3, sch, gsch, d, on_invalid)
+        return out[0] if single else out
     names = [c.name for c in sch.curves if c.name in set(gsch.curve_names)]
     if not names:
         raise ValueError(f"schemes {sch.name!r} and {gsch.name!r} share no curve name")
@@ -420,6 +460,57 @@ def nme_curve(pred, gt, scheme, *, gt_scheme=None, norm: Union[str, float, np.nd
     if on_invalid == "raise" and (count == 0).any():
         raise ValueError(f"no present curve point for face index {np.flatnonzero(count == 0)[:10].tolist()}")
     return out[0] if single else out
+
+
+#: The five regions of the official LDDMM-Face curve error, by curve-name prefix.
+_LDDMM_REGIONS = (("edge", ("jaw",)), ("eyebrow", ("brow",)), ("nose", ("nose",)), ("eye", ("eye",)),
+                  ("mouth", ("lip", "mouth")))
+
+
+def curve_regions(scheme) -> dict:
+    """Point indices of the five LDDMM-Face error regions of a scheme (edge, eyebrow, nose, eye, mouth).
+
+    Each region is the union of the scheme's curves whose names start with
+    ``jaw``, ``brow``, ``nose``, ``eye`` or ``lip``/``mouth``; isolated points
+    (pupils) belong to none.  For iBUG-68 these are the official groups
+    0-16, 17-26, 27-35, 36-47, 48-67; a region a scheme lacks is absent.
+
+    Examples
+    --------
+    >>> r = curve_regions("ibug68")
+    >>> list(r), r["nose"][[0, -1]].tolist()
+    (['edge', 'eyebrow', 'nose', 'eye', 'mouth'], [27, 35])
+    """
+    sch = _get_scheme(scheme, None)
+    out = {}
+    for region, prefixes in _LDDMM_REGIONS:
+        idx = sorted({i for c in sch.curves if c.name.startswith(prefixes) for i in c.indices})
+        if idx:
+            out[region] = np.asarray(idx, dtype=np.int64)
+    return out
+
+
+def _nme_curve_regions(p3, g3, sch, gsch, d, on_invalid):
+    """Official LDDMM-Face NME_c: per region, mean of both nearest-vertex distance sets / d; mean over regions."""
+    rp, rg = curve_regions(sch), curve_regions(gsch)
+    names = [r for r in rp if r in rg]
+    if not names:
+        raise ValueError(f"schemes {sch.name!r} and {gsch.name!r} share no LDDMM-Face region")
+    per = np.full((len(p3), len(names)), np.nan)
+    for k, r in enumerate(names):
+        P_, G_ = p3[:, rp[r]], g3[:, rg[r]]
+        dist = np.linalg.norm(P_[:, :, None, :] - G_[:, None, :, :], axis=-1)    # (B, n, m)
+        dist = np.where(np.isnan(dist), np.inf, dist)
+        d1 = dist.min(2)                                                           # pred -> nearest true vertex
+        d2 = np.where(np.isnan(G_).any(-1), np.inf, dist.min(1))                   # true -> nearest pred vertex
+        both = np.concatenate([d1, d2], 1)
+        ok = np.isfinite(both)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per[:, k] = np.where(ok, both, 0.0).sum(1) / ok.sum(1) / d
+    out = per.mean(1)
+    if on_invalid == "raise" and np.isnan(out).any():
+        raise ValueError(f"no present curve point for face index {np.flatnonzero(np.isnan(out))[:10].tolist()}")
+    return out
 
 
 def _compact(G):

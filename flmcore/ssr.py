@@ -1,4 +1,4 @@
-"""Sparse shape regression (DRN-SSR, Zhang, Kan, Shan & Chen, ICCV 2017, eq. 7-14).
+"""Sparse shape regression (DRN-SSR, Zhang, Kan, Shan & Chen, ICCV 2015, eq. 7-14).
 
 A landmark that a dataset does not annotate is predicted as a sparse linear
 combination of the landmarks it does annotate: for every target landmark ``r``
@@ -506,16 +506,21 @@ def _procrustes_reference(src: np.ndarray, n_iter: int = 20) -> np.ndarray:
     return _from_complex(ref)
 
 
-def normalised_mean_error(pred, truth, norm="bbox") -> np.ndarray:
+def normalised_mean_error(pred, truth, norm="diagonal") -> np.ndarray:
     """Per-face normalised mean error (NME): mean point-to-point distance / normaliser.
 
     Parameters
     ----------
     pred, truth : array_like, shape (N, P, 2) or (P, 2)
         Predicted and ground-truth shapes (pixels).
-    norm : ``"bbox"`` or tuple (i, j)
-        ``"bbox"``: diagonal of the ground truth's bounding box; a pair of indices: the
-        distance between those two ground-truth points (e.g. the outer eye corners).
+    norm : {"diagonal", "bbox"} or tuple (i, j)
+        A box normaliser of :func:`flmcore.metrics.normalising_distance` (the one
+        definition shared with :mod:`flmcore.metrics`): ``"diagonal"``
+        :math:`\\sqrt{w^2 + h^2}` (default) or ``"bbox"`` :math:`\\sqrt{w h}` of
+        the ground truth's landmark box; a pair of indices: the distance between
+        those two ground-truth points (e.g. the outer eye corners).  (Before
+        0.x flmcore called the diagonal ``"bbox"`` here; the name now means
+        :math:`\\sqrt{w h}` everywhere.)
 
     Returns
     -------
@@ -534,8 +539,10 @@ def normalised_mean_error(pred, truth, norm="bbox") -> np.ndarray:
         raise ValueError(f"pred and truth must have the same shape, got {p.shape} and {t.shape}")
     err = np.linalg.norm(p - t, axis=-1).mean(axis=-1)
     if isinstance(norm, str):
-        check_in(norm, "norm", ("bbox",))
-        d = np.linalg.norm(t.max(axis=-2) - t.min(axis=-2), axis=-1)
+        from .metrics import normalising_distance
+
+        check_in(norm, "norm", ("diagonal", "bbox"))
+        d = normalising_distance(t, norm)
     else:
         i, j = (check_int(k, "norm index", min_value=0, max_value=t.shape[-2] - 1) for k in norm)
         d = np.linalg.norm(t[..., i, :] - t[..., j, :], axis=-1)
@@ -572,9 +579,11 @@ class SparseShapeRegression(RegressorMixin, BaseEstimator):
     normalize : {"procrustes", "centre", None}
     positive : bool
         Non-negative weights.
-    nme_norm : {"auto", "bbox", "interocular"} or tuple (i, j)
+    nme_norm : {"auto", "diagonal", "bbox", "interocular"} or tuple (i, j)
         Normaliser of :meth:`score` (negative mean NME): ``"auto"`` uses the inter-ocular
-        distance of ``target_scheme`` when given, else the bounding-box diagonal.
+        distance of ``target_scheme`` when given, else the bounding-box diagonal
+        (``"diagonal"``); ``"bbox"`` is :math:`\\sqrt{w h}` of the landmark box, as in
+        :func:`flmcore.metrics.normalising_distance`.
     target_scheme : str, optional
         Name of the target scheme (see :mod:`flmcore.schemes`), for ``nme_norm``.
     max_iter : int
@@ -724,9 +733,11 @@ class SparseShapeRegression(RegressorMixin, BaseEstimator):
     def _norm(self):
         nn = self.nme_norm
         if isinstance(nn, str):
-            check_in(nn, "nme_norm", ("auto", "bbox", "interocular"))
-            if nn == "bbox" or (nn == "auto" and self.target_scheme is None):
-                return "bbox"
+            check_in(nn, "nme_norm", ("auto", "diagonal", "bbox", "interocular"))
+            if nn in ("diagonal", "bbox"):
+                return nn
+            if nn == "auto" and self.target_scheme is None:
+                return "diagonal"
             if self.target_scheme is None:
                 raise ValueError("nme_norm='interocular' needs target_scheme (a scheme name)")
             from .schemes import get_scheme

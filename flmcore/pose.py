@@ -7,12 +7,20 @@ first principal component — which mostly captures head yaw — into ``K``
 equal-width bins (a histogram of the coefficients). Each bin has a mean shape
 :math:`\\bar{x}_k`; the mean of the bin means
 :math:`\\bar{x} = \\frac{1}{K}\\sum_k \\bar{x}_k` is the regression origin
-(the network predicts :math:`\\delta x = x - \\bar{x}`). Training then
+(the network predicts :math:`\\delta x = x - \\bar{x}`).
+
+**Frames.** :attr:`PoseBins.origin` and :attr:`PoseBins.bin_means` live in the
+unit Procrustes frame of the alignment (centroid 0, unit size), where the bins
+are defined.  A network regresses crop pixels, so the origin it needs is the
+mean of the bin means *of the training shapes in the crop frame*:
+:meth:`PoseBins.origin_in` computes it (pass it as ``origin=`` of
+:class:`flmcore.nn.losses.AnisotropicLoss` or :class:`flmcore.nn.heads.CoordHead`). Training then
 under-samples (Rayhan) or over-samples / replicates (Feng) the bins to equal
 counts, see :func:`balanced_indices`.
 """
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -40,7 +48,9 @@ class PoseBins(NamedTuple):
         Mean aligned shape of each bin in the GPA frame (NaN for empty bins;
         missing points are excluded per point).
     origin : ndarray, shape (P, 2)
-        Mean of the bin means over non-empty bins (Rayhan's regression origin).
+        Mean of the bin means over non-empty bins (Rayhan's regression origin),
+        in the unit Procrustes frame; use :meth:`origin_in` for the crop/pixel
+        frame a network predicts in.
     projections : ndarray, shape (B, n_components)
         PCA coefficients of the aligned shapes.
     components : ndarray, shape (n_components, 2 P)
@@ -70,6 +80,51 @@ class PoseBins(NamedTuple):
     pca_mean: np.ndarray
     component: int
     gpa: GPAResult
+
+    def origin_in(self, shapes) -> np.ndarray:
+        """Rayhan's regression origin in the frame of ``shapes``: the mean of the per-bin means.
+
+        :math:`\\bar{x} = \\frac{1}{K'} \\sum_{k:\\,n_k > 0} \\frac{1}{n_k} \\sum_{b \\in k} x_b`
+        over the non-empty bins, with the bins of :attr:`labels` and the shapes
+        as given (e.g. the training landmarks in crop pixels); missing (NaN)
+        points are left out of each bin mean.  This is the ``origin`` to pass to
+        :class:`flmcore.nn.losses.AnisotropicLoss` / :class:`flmcore.nn.heads.CoordHead`.
+
+        Parameters
+        ----------
+        shapes : array_like, shape (B, P, 2)
+            The shapes the bins were computed from, in the frame wanted (same order).
+
+        Returns
+        -------
+        ndarray, shape (P, 2)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> shapes = rng.normal(size=(30, 5, 2)) * 10 + 100
+        >>> bins = pose_bins(shapes, n_bins=3)
+        >>> o = bins.origin_in(shapes)
+        >>> o.shape, bool(np.all(np.abs(o - 100) < 10))
+        ((5, 2), True)
+        """
+        X = check_shapes(shapes, "shapes", batch=True, allow_nan=True)
+        B, P = self.labels.shape[0], self.bin_means.shape[1]
+        if X.shape[:2] != (B, P):
+            raise ValueError(f"shapes must be the ({B}, {P}, 2) shapes the bins were computed from, got {X.shape}")
+        means = []
+        for k in range(len(self.counts)):
+            sel = X[self.labels == k]
+            if len(sel):
+                ok = np.isfinite(sel).all(-1)
+                n = ok.sum(0)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    means.append(np.where(n[:, None] > 0, np.where(ok[..., None], sel, 0.0).sum(0) / n[:, None],
+                                          np.nan))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a point missing in every bin stays NaN
+            return np.nanmean(np.stack(means), axis=0)
 
 
 def _gram(Xc):

@@ -79,6 +79,7 @@ mtfl5
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Dict, Tuple, Union
 
@@ -101,6 +102,57 @@ __all__ = [
 ]
 
 
+class CurveIndices(Sequence):
+    """The point indices of a :class:`Curve`: an immutable tuple that also indexes arrays.
+
+    It compares and hashes like the tuple of its values, prints like one, and
+    ``shape[curve.indices]`` selects the curve's points of a NumPy array or a torch
+    tensor (a plain tuple would be read as one index per axis).
+
+    Examples
+    --------
+    >>> idx = CurveIndices((2, 0))
+    >>> np.arange(10, 15)[idx], idx == (2, 0), idx
+    (array([12, 10]), True, (2, 0))
+    """
+
+    __slots__ = ("_t",)
+
+    def __init__(self, values):
+        self._t = tuple(int(v) for v in values)
+
+    def __len__(self):
+        return len(self._t)
+
+    def __getitem__(self, i):
+        return self._t[i]
+
+    def __iter__(self):
+        return iter(self._t)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.array(self._t, dtype=np.intp if dtype is None else dtype)
+
+    def __eq__(self, other):
+        if isinstance(other, CurveIndices):
+            return self._t == other._t
+        if isinstance(other, (tuple, list)):
+            return self._t == tuple(other)
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(self._t)
+
+    def __add__(self, other):
+        return self._t + tuple(other)
+
+    def __radd__(self, other):
+        return tuple(other) + self._t
+
+    def __repr__(self):
+        return repr(self._t)
+
+
 @dataclass(frozen=True)
 class Curve:
     """An ordered run of landmark indices forming one facial boundary.
@@ -109,20 +161,26 @@ class Curve:
     ----------
     name : str
         Curve name (``"jaw"``, ``"eye_left"``, ...).
-    indices : tuple of int
-        Point indices in order along the curve.
+    indices : CurveIndices
+        Point indices in order along the curve: a tuple of int that also indexes
+        arrays (``shape[curve.indices]`` is the ``(n_points, 2)`` curve).
     closed : bool
         Whether the last point connects back to the first.
 
     Examples
     --------
-    >>> Curve("eye_left", (36, 37, 38, 39, 40, 41), True).n_points
-    6
+    >>> c = Curve("eye_left", (36, 37, 38, 39, 40, 41), True)
+    >>> c.n_points, np.zeros((68, 2))[c.indices].shape
+    (6, (6, 2))
     """
 
     name: str
-    indices: Tuple[int, ...]
+    indices: CurveIndices
     closed: bool
+
+    def __post_init__(self):
+        if not isinstance(self.indices, CurveIndices):
+            object.__setattr__(self, "indices", CurveIndices(self.indices))
 
     @property
     def n_points(self) -> int:

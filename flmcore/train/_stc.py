@@ -1,4 +1,4 @@
-"""Training PIPNet and self-training with curriculum (STC; Jin et al. 2021, Sec. 3.3).
+"""Training PIPNet and self-training with curriculum (STC; Jin, Liao & Shao, IJCV 2021, Sec. 3.3).
 
 * :func:`train_pipnet` -- supervised training of a :class:`flmcore.nn.models.PIPNet`
   on grayscale face crops (optionally mixed with pseudo-labelled crops that
@@ -136,7 +136,7 @@ def train_pipnet(model: PIPNet, images, shapes, *, epochs: int = 30, batch_size:
                  tasks: Optional[Sequence[int]] = None, augment: bool = True, rotate: float = 15.0,
                  scale: float = 0.1, shift: float = 0.06, intensity: float = 0.2, outside: str = "clip",
                  device=None, rng: Union[int, None] = 0, progress: Union[bool, Callable] = False,
-                 num_threads: Optional[int] = None) -> Dict:
+                 num_threads: Optional[int] = None, weighting: str = "flmcore") -> Dict:
     """Train a PIPNet on grayscale face crops (Adam + cosine learning-rate decay).
 
     Each batch is (optionally) augmented by a random similarity transform and
@@ -145,9 +145,9 @@ def train_pipnet(model: PIPNet, images, shapes, *, epochs: int = 30, batch_size:
     ``tasks`` entry is smaller than the last task (``model.stc_heads + 1``)
     only train the score head of that curriculum task: task 1 the coarsest
     extra head (stride ``4 S`` with two heads), task 2 the next (``2 S``); the
-    last task is the full PIP task.  Each group's loss is weighted by its share
-    of the batch.  When the neighbour table is not set yet, the mean face of the
-    full-task shapes sets it (:func:`flmcore.pip.mean_face`).
+    last task is the full PIP task.  How the groups are weighed is ``weighting``.
+    When the neighbour table is not set yet, the mean face of the full-task
+    shapes sets it (:func:`flmcore.pip.mean_face`).
 
     Parameters
     ----------
@@ -178,6 +178,18 @@ def train_pipnet(model: PIPNet, images, shapes, *, epochs: int = 30, batch_size:
         CPU threads of torch during the call (restored afterwards); ``None``
         keeps the current setting.  One thread is the robust choice on a
         shared machine.
+    weighting : {"flmcore", "official"}
+        How labelled (full-task) and pseudo-labelled (score-head) faces share
+        the score loss of a mixed batch.  ``"flmcore"`` (default): each group's
+        loss is the mean over its own cells, weighted by the group's share of
+        the batch, so every *face* weighs the same whatever the resolution of
+        the head it trains.  ``"official"``: PIPNet's ``compute_loss_pip``
+        (``lib/functions_gssl.py``): one mean of the squared score errors over
+        every supervised *cell* of all score maps,
+        :math:`L_S = \\sum_{\\text{cells}} (s - s^*)^2 / n_{\\text{cells}}`, so a
+        pseudo-labelled face on a coarse ``h x w`` head weighs ``h w / (H W)``
+        of a labelled one (1/16 for a 2x2 head beside an 8x8 map); the offset
+        and neighbour terms average over the labelled faces in both.
 
     Returns
     -------
@@ -216,6 +228,7 @@ def train_pipnet(model: PIPNet, images, shapes, *, epochs: int = 30, batch_size:
     lr = check_positive(lr, "lr")
     weight_decay = check_nonnegative(weight_decay, "weight_decay", finite=True)
     check_in(outside, "outside", ("clip", "raise"))
+    check_in(weighting, "weighting", ("flmcore", "official"))
     if outside == "raise":
         pip_targets(pts, map_hw, model.stride, None, outside="raise")  # fail early on the raw labels
     dev = default_device(device)
@@ -232,13 +245,43 @@ def train_pipnet(model: PIPNet, images, shapes, *, epochs: int = 30, batch_size:
     history = {"loss": [], "device": str(dev)}
     with _torch_threads(num_threads):
         _fit(model, imgs, pts, task_arr, last, map_hw, table, loss_fn, opt, sched, gen, history, epochs, batch_size,
-             augment, (rotate, scale, shift, intensity), dev, progress)
+             augment, (rotate, scale, shift, intensity), dev, progress, weighting)
     model.eval()
     return history
 
 
+def _mixed_loss(model, out, extra, y, tk, last, map_hw, table, loss_fn, weighting, dev):
+    """Loss of a batch mixing full-task faces and score-head-only (pseudo-labelled) faces."""
+    m_full = tk == last
+    tgt = pip_targets(y, map_hw, model.stride, table, device=dev, dtype=out[0].dtype)
+    if weighting == "official":
+        ls, lo, ln = loss_fn.terms(out, tgt, mask=m_full)
+        n_cells = int(m_full.sum()) * out[0][0].numel()     # N H W cells per labelled face
+        num, den = ls * n_cells, n_cells
+        loss_reg = loss_fn.alpha * lo + loss_fn.beta * ln
+    else:
+        frac = m_full.float().mean()
+        loss = frac * loss_fn(out, tgt, mask=m_full) if bool(m_full.any()) else out[0].sum() * 0.0
+    for t in range(1, last):
+        m_t = tk == t
+        if not bool(m_t.any()):
+            continue
+        lvl = _task_level(t, model)
+        head = extra[lvl]
+        st = pip_score_targets(y[m_t], tuple(head.shape[-2:]), model.stride * 2 ** (lvl + 1),
+                               device=dev, dtype=head.dtype)
+        if weighting == "official":
+            num = num + F.mse_loss(head[m_t], st, reduction="sum")
+            den += st.numel()
+        else:
+            loss = loss + m_t.float().mean() * F.mse_loss(head[m_t], st)
+    if weighting == "official":
+        return (num / max(den, 1)) + loss_reg
+    return loss
+
+
 def _fit(model, imgs, pts, task_arr, last, map_hw, table, loss_fn, opt, sched, gen, history, epochs, batch_size,
-         augment, aug, dev, progress) -> None:
+         augment, aug, dev, progress, weighting="flmcore") -> None:
     n_img = imgs.shape[0]
     model.train()
     for _ in _progress(progress, range(epochs), desc="train PIPNet", total=epochs):
@@ -257,19 +300,7 @@ def _fit(model, imgs, pts, task_arr, last, map_hw, table, loss_fn, opt, sched, g
                 out, extra = model.forward_stc(x)
             else:
                 out, extra = model(x), []
-            m_full = tk == last
-            frac = m_full.float().mean()
-            tgt = pip_targets(y, map_hw, model.stride, table, device=dev, dtype=out[0].dtype)
-            loss = frac * loss_fn(out, tgt, mask=m_full) if bool(m_full.any()) else out[0].sum() * 0.0
-            for t in range(1, last):
-                m_t = tk == t
-                if not bool(m_t.any()):
-                    continue
-                lvl = _task_level(t, model)
-                head = extra[lvl]
-                st = pip_score_targets(y[m_t], tuple(head.shape[-2:]), model.stride * 2 ** (lvl + 1),
-                                       device=dev, dtype=head.dtype)
-                loss = loss + m_t.float().mean() * F.mse_loss(head[m_t], st)
+            loss = _mixed_loss(model, out, extra, y, tk, last, map_hw, table, loss_fn, weighting, dev)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -324,12 +355,12 @@ def predict_pipnet(model: PIPNet, images, *, batch_size: int = 64, merge: str = 
 def self_train_curriculum(model: PIPNet, labelled: Tuple, unlabelled, *, tasks: Sequence[int] = (1, 2, 3),
                           epochs: int = 30, initial_epochs: Optional[int] = None, reinit: bool = True, device=None, rng: Union[int, None] = 0,
                           progress: Union[bool, Callable] = True, callback: Optional[Callable] = None,
-                          **train_kwargs) -> Dict:
+                          pseudo_merge: str = "exact", **train_kwargs) -> Dict:
     """Self-training with curriculum (PIPNet, Sec. 3.3, Fig. 8).
 
     1. Train ``model`` on the labelled faces (the full PIP task, "Task 3").
-    2. Pseudo-label the unlabelled faces with the trained model (merged
-       neighbour predictions, as the official code).
+    2. Pseudo-label the unlabelled faces with the trained model (neighbour
+       predictions merged by ``pseudo_merge``).
     3. Train on labelled (full task) + pseudo-labelled faces, the latter only
        through task ``tasks[r]`` of round ``r`` (task 1 = coarsest extra score
        head, ..., last = full PIP task).
@@ -369,8 +400,17 @@ def self_train_curriculum(model: PIPNet, labelled: Tuple, unlabelled, *, tasks: 
     callback : callable, optional
         ``callback(round, model, pseudo_labels)`` after every training (round
         0 is the supervised start), e.g. to evaluate on held-out faces.
+    pseudo_merge : {"exact", "padded"}
+        Neighbour merge of the pseudo-labels (:func:`flmcore.nn.functional.pip_merge`).
+        ``"exact"`` (default): each landmark's own prediction averaged with
+        every vote for it once (the paper's Sec. 3.2 mean).  ``"padded"``: the
+        official code's merge, whose vote lists are padded to equal length by
+        repeating votes (some votes count twice).
     **train_kwargs :
-        Passed to :func:`train_pipnet` (``batch_size``, ``lr``, ``alpha``, ...).
+        Passed to :func:`train_pipnet` (``batch_size``, ``lr``, ``alpha``,
+        ``weighting`` -- ``"official"`` for PIPNet's per-cell weighting of the
+        pseudo-labelled score heads, ...).  The official recipe is
+        ``pseudo_merge="padded", weighting="official", tasks=(1, 2, 3, 3, 3)``.
 
     Returns
     -------
@@ -400,6 +440,7 @@ def self_train_curriculum(model: PIPNet, labelled: Tuple, unlabelled, *, tasks: 
     uimgs = _prep_images(unlabelled, "unlabelled")
     if uimgs.shape[1:] != limgs.shape[1:]:
         raise ValueError(f"unlabelled crops must have the labelled size {limgs.shape[1:]}, got {uimgs.shape[1:]}")
+    check_in(pseudo_merge, "pseudo_merge", ("exact", "padded"))
     tasks = [check_int(t, "tasks", min_value=1, max_value=model.stc_heads + 1) for t in tasks]
     if not tasks:
         raise ValueError("tasks must hold at least one round")
@@ -422,7 +463,7 @@ def self_train_curriculum(model: PIPNet, labelled: Tuple, unlabelled, *, tasks: 
     if callback is not None:
         callback(0, model, None)
     for r, task in enumerate(_progress(progress, tasks, desc="STC rounds", total=len(tasks)), start=1):
-        pseudo = predict_pipnet(model, uimgs, device=dev)
+        pseudo = predict_pipnet(model, uimgs, device=dev, merge=pseudo_merge)
         hist["pseudo_labels"].append(pseudo)
         if reinit:
             model.load_state_dict(start)

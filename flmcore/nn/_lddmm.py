@@ -796,14 +796,16 @@ class LDDMMDeformation(nn.Module):
                           curves=self.curves, kernel=self.kernel, return_trajectory=return_trajectory,
                           backend=self.backend)
 
-    def transport(self, momenta: torch.Tensor, points: torch.Tensor, point_curves=None) -> torch.Tensor:
+    def flow_points(self, momenta: torch.Tensor, points: torch.Tensor, point_curves=None) -> torch.Tensor:
         """Flow extra points ``(M, 2)`` (mean-face frame) with the flow of ``momenta``; returns ``(B, M, 2)``.
 
-        ``point_curves`` (default: nearest mean-face curve) chooses the flow carrying each point.
+        The torch counterpart of :func:`flmcore.lddmm.flow_points` (also reachable as
+        ``transport``, its former name).  ``point_curves`` (default: nearest mean-face
+        curve) chooses the flow carrying each point.
         """
         if self.mode == "geodesic":
             if self.integrator != "euler":
-                raise ValueError("transport supports Euler geodesics only")
+                raise ValueError("flow_points supports Euler geodesics only")
             traj, ptraj = self.forward(momenta, return_trajectory=True)
             mom = ptraj[:, :-1]
         else:
@@ -814,6 +816,10 @@ class LDDMMDeformation(nn.Module):
             point_curves = _core.assign_to_curves(pts_np, self.mean_shape.cpu().numpy(), self.curves)
         return lddmm_flow_points(traj, mom, points.to(traj.dtype), self.sigma, curves=self.curves,
                                  point_curves=point_curves, kernel=self.kernel)
+
+    def transport(self, momenta: torch.Tensor, points: torch.Tensor, point_curves=None) -> torch.Tensor:
+        """Alias of :meth:`flow_points` (the name used by :mod:`flmcore.lddmm`), kept for compatibility."""
+        return self.flow_points(momenta, points, point_curves=point_curves)
 
 
 class MomentumHead(nn.Module):
@@ -1160,6 +1166,6 @@ class LDDMMFace(nn.Module):
             y0, pc = self.other_scheme_points(scheme, mean_shape)
             mom = self.momenta(images).to(self.deformation.mean_shape.dtype)
             pts = torch.as_tensor(y0, dtype=mom.dtype, device=mom.device)
-            return self.deformation.transport(mom, pts, point_curves=pc)
+            return self.deformation.flow_points(mom, pts, point_curves=pc)
         finally:
             self.train(was)

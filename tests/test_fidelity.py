@@ -273,3 +273,37 @@ def test_stc_official_weighting_is_pooled_cell_mean():
     assert float(got) == pytest.approx(sq / n + 0.1 * float(lo) + 0.1 * float(ln), rel=1e-5)
     flm = _mixed_loss(net, out, extra, y, tk, 3, (4, 4), net.neighbors, loss_fn, "flmcore", "cpu")
     assert float(flm) != pytest.approx(float(got), rel=1e-3)
+
+
+def test_drn_global_target_scale_is_eq15_unweighted():
+    """target_scale='global': one common target scale, so the data term is eq. (15)'s plain squared error."""
+    from flmcore.nn._drn import DRNCascade
+
+    torch.manual_seed(0)
+    m = DRNCascade(3, n_stages=1, hidden=(4,), face_sizes=(32,))
+    X = torch.randn(20, 128 * 3, dtype=torch.float64)
+    Y = torch.randn(20, 6, dtype=torch.float64) * torch.tensor([1.0, 5.0, 0.1, 2.0, 3.0, 0.5], dtype=torch.float64)
+    m.fit_stage(0, X, Y, max_iter=2, target_scale="global")
+    st = m.stages[0]
+    pooled = float(((Y - Y.mean(0)) ** 2).mean())           # one variance over every coordinate
+    np.testing.assert_allclose(st.y_std.numpy(), np.full(6, math.sqrt(pooled)), rtol=1e-6)
+    m.fit_stage(0, X, Y, max_iter=2)                          # flmcore default: per coordinate
+    np.testing.assert_allclose(st.y_std.numpy(), Y.std(0, unbiased=False).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="target_scale"):
+        m.fit_stage(0, X, Y, target_scale="paper")
+
+
+def test_drn_ssr_stage0_fits_h_once(monkeypatch):
+    from flmcore.data import load_sample
+    from flmcore.train import _drn_ssr
+
+    calls = []
+    real = _drn_ssr._fit_H
+    monkeypatch.setattr(_drn_ssr, "_fit_H", lambda *a, **k: calls.append(1) or real(*a, **k))
+    d = load_sample("helen_pairs")
+    box = np.tile([0.0, 0.0, 128.0, 128.0], (12, 1))
+    ds = [(d["images"][:12], d["shapes68"][:12], box), (d["images"][12:24], d["shapes29"][12:24], box)]
+    _drn_ssr.fit_drn_ssr(ds, ["ibug68", "helen_zhou29"], n_stages=1, hidden=(4,), face_sizes=(32,),
+                         n_alternations=2, n_perturbations=1, max_iter=2, rng=0, progress=False)
+    # initialisation fits the 2 H_i once; of the 2 alternations only the second refits them (new F)
+    assert len(calls) == 2 * 2

@@ -7,8 +7,12 @@ computed on the face resampled to ``face_sizes[k]`` pixels (80 px for stages 1-2
 
 .. math:: S^k = S^{k-1} + F_k(\\phi(I, S^{k-1})).
 
-Inputs and targets are standardised per dimension (statistics stored as buffers);
-training minimises the mean squared error over the observed targets plus
+Inputs are standardised per dimension (statistics stored as buffers).  Targets are
+centred per dimension and scaled either per dimension (``target_scale="per_dim"``,
+flmcore's default: every output coordinate weighs the same in the loss whatever its
+spread, a *weighted* least squares that conditions L-BFGS better) or by one common scale
+(``"global"``: the unweighted squared error of the paper's eq. 15, up to a constant
+factor).  Training minimises the mean squared error over the observed targets plus
 ``weight_decay * sum_q ||W_q||_F^2`` (eq. 15) with L-BFGS (as in the paper) or Adam.
 """
 from __future__ import annotations
@@ -137,7 +141,7 @@ class DRNCascade(nn.Module):
     def fit_stage(self, k: int, X: torch.Tensor, Y: torch.Tensor, mask: Optional[torch.Tensor] = None, *,
                   optimizer: str = "lbfgs", max_iter: int = 100, weight_decay: float = 1e-3, lr: float = 1e-3,
                   batch_size: int = 256, generator: Optional[torch.Generator] = None,
-                  warm_start: bool = False) -> list:
+                  warm_start: bool = False, target_scale: str = "per_dim") -> list:
         """Train stage ``k`` on features ``X (N, 128 P)`` and increments ``Y (N, 2 P)`` (box units).
 
         ``mask (N, 2 P)`` (bool) selects the observed targets: the selection function
@@ -145,6 +149,11 @@ class DRNCascade(nn.Module):
         squared error of the standardised targets plus ``weight_decay * sum ||W||^2``
         (eq. 15).  ``optimizer="lbfgs"`` runs full-batch L-BFGS for ``max_iter``
         iterations; ``"adam"`` runs ``max_iter`` epochs of mini-batches.
+        ``target_scale="per_dim"`` (default) divides each target coordinate by its
+        own standard deviation (a per-coordinate weighted least squares);
+        ``"global"`` by one common standard deviation, so the data term is the
+        paper's unweighted :math:`\\sum \\lVert \\Delta S - F \\rVert_2^2` (eq. 15)
+        up to a constant factor.
 
         Returns
         -------
@@ -152,6 +161,7 @@ class DRNCascade(nn.Module):
             Loss after each iteration / epoch.
         """
         check_in(optimizer, "optimizer", ("lbfgs", "adam"))
+        check_in(target_scale, "target_scale", ("per_dim", "global"))
         max_iter = check_int(max_iter, "max_iter", min_value=1)
         weight_decay = check_nonnegative(weight_decay, "weight_decay", finite=True)
         st = self.stages[k]
@@ -171,6 +181,8 @@ class DRNCascade(nn.Module):
                 ym = (Y * Mf).sum(0) / cnt
                 yv = (((Y - ym) * Mf) ** 2).sum(0) / cnt
                 st.y_mean.copy_(ym)
+                if target_scale == "global":   # one scale: eq. (15)'s unweighted squared error
+                    yv = torch.full_like(yv, float((yv * cnt).sum() / cnt.sum()))
                 st.y_std.copy_(yv.sqrt().clamp_min(1e-6))
         Z = torch.where(M, (Y - st.y_mean) / st.y_std, torch.zeros_like(Y))
         Xn = (X - st.x_mean) / st.x_std

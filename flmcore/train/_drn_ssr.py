@@ -89,7 +89,7 @@ def fit_drn_ssr(datasets: Sequence, schemes: Sequence, *, n_stages: int = 4,
                 n_perturbations: int = 5, optimizer: str = "lbfgs", max_iter: int = 100,
                 weight_decay: float = 1e-3, H_init: Optional[Sequence[np.ndarray]] = None,
                 alternate: bool = True, rng=None, progress: bool = True,
-                num_threads: Optional[int] = None) -> DRNSSRResult:
+                num_threads: Optional[int] = None, target_scale: str = "per_dim") -> DRNSSRResult:
     """Train DRN-SSR (eq. 9-15) on datasets annotated in different schemes.
 
     Parameters
@@ -120,6 +120,11 @@ def fit_drn_ssr(datasets: Sequence, schemes: Sequence, *, n_stages: int = 4,
         Show a tqdm progress bar over stages and alternations.
     num_threads : int, optional
         Threads of the SIFT and LARS kernels.
+    target_scale : {"per_dim", "global"}
+        Target standardisation of every network (:meth:`DRNCascade.fit_stage`):
+        ``"global"`` keeps eq. (15)'s unweighted squared error, ``"per_dim"``
+        (flmcore's default) weighs every output coordinate by its inverse
+        variance.
 
     Returns
     -------
@@ -191,7 +196,8 @@ def fit_drn_ssr(datasets: Sequence, schemes: Sequence, *, n_stages: int = 4,
         xu.append(to_box_units(x, boxes[i][ix]))
     sizes = np.cumsum([0] + [len(ix) for ix in idx])
     torch_gen = torch.Generator().manual_seed(int(gen.integers(2 ** 31)))
-    fit_kw = dict(optimizer=optimizer, max_iter=max_iter, weight_decay=weight_decay, generator=torch_gen)
+    fit_kw = dict(optimizer=optimizer, max_iter=max_iter, weight_decay=weight_decay, generator=torch_gen,
+                  target_scale=target_scale)
 
     steps = [(k, a) for k in range(n_stages) for a in range(-1, n_alternations if alternate else 0)]
     bar = None
@@ -215,6 +221,7 @@ def fit_drn_ssr(datasets: Sequence, schemes: Sequence, *, n_stages: int = 4,
         X = torch.cat([model.features(k, imgs[i][idx[i]], boxes[i][idx[i]], from_box_units(xu[i], boxes[i][idx[i]]))
                        for i in range(n)])
         Xcur = np.concatenate(xu)
+        h_fresh = False  # H was just fitted to the current F (stage-1 initialisation)
         if H is None:
             # eq. (11): every dataset supervises only its own output rows
             Y = np.zeros((X.shape[0], p, 2))
@@ -228,6 +235,7 @@ def fit_drn_ssr(datasets: Sequence, schemes: Sequence, *, n_stages: int = 4,
             with torch.no_grad():
                 pred = model.step(k, X, torch.from_numpy(Xcur)).numpy()
             H = [_fit_H(U[i][idx[i]], pred[sizes[i]:sizes[i + 1]], own[i], p, tau, num_threads) for i in range(n)]
+            h_fresh = True
         else:
             model.fit_stage(k, X, torch.from_numpy(targets().reshape(len(Xcur), -1)), **fit_kw)
         pred, objF = objectives(k, X, Xcur)
@@ -239,8 +247,11 @@ def fit_drn_ssr(datasets: Sequence, schemes: Sequence, *, n_stages: int = 4,
             bar.update(1)
             bar.set_postfix(stage=k, objF=f"{objF:.4g}")
         for a in range(n_alternations if alternate else 0):
-            # given F, optimise H (eq. 12-14)
-            H = [_fit_H(U[i][idx[i]], pred[sizes[i]:sizes[i + 1]], own[i], p, tau, num_threads) for i in range(n)]
+            # given F, optimise H (eq. 12-14); skipped once right after the initialisation, whose
+            # H was fitted to this same F (the lasso would return the same H)
+            if not (a == 0 and h_fresh):
+                H = [_fit_H(U[i][idx[i]], pred[sizes[i]:sizes[i + 1]], own[i], p, tau, num_threads)
+                     for i in range(n)]
             # given H, optimise F (eq. 15), warm start
             model.fit_stage(k, X, torch.from_numpy(targets().reshape(len(Xcur), -1)), warm_start=True, **fit_kw)
             pred, objF = objectives(k, X, Xcur)

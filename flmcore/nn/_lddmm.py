@@ -913,8 +913,9 @@ class CurveLandmarkLoss(nn.Module):
     group), sigma_W = half the RMS radius of each mean-face curve, and
     :math:`d_{ipd}` the ground-truth distance of the eye centres (the paper's
     "distance between the pupils").  It weighs every curve equally whatever
-    its number of points; with beta = 0.1 its curve term is relatively
-    about twice as strong as the paper preset's (see the Fidelity guide).
+    its number of points.  The balance of the two terms differs between the
+    presets (and with the face size in pixels), so the same beta does not
+    mean the same loss (see the LDDMM and Fidelity guides).
 
     Losses are averaged over the batch (``reduction="mean"``).
 

@@ -296,4 +296,4 @@ def crop_image(image, T, size: int, *, fill: Union[int, Tuple[int, int, int]] = 
     coeffs = (a_inv[0, 0], a_inv[0, 1], c[0], a_inv[1, 0], a_inv[1, 1], c[1])
     # pixels mapping outside the image take the fill colour
     out = region.transform((size, size), Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=fill_t)
-    return np.ascontiguousarray(np.asarray(out, dtype=np.uint8))
+    return np.array(out, dtype=np.uint8, order="C")  # a writable copy

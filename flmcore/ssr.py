@@ -129,6 +129,9 @@ def _run_threads(num_threads, name, *args):
 
         from ._ext import lars as _k  # may load cached parallel kernels and start numba's pool
 
+        from ._ext import note_numba_compile
+
+        note_numba_compile(getattr(_k, name), "LARS")  # says so once when it compiles (cache=True)
         n = min(check_num_threads(num_threads), numba.config.NUMBA_NUM_THREADS)
         old = numba.get_num_threads()
         numba.set_num_threads(n)

@@ -41,3 +41,29 @@ def test_compiled_status_lists_kernels():
 
     st = compiled_status()
     assert {"lddmm_kernels", "sift", "similarity"} <= set(st)
+
+
+def test_numba_compile_notice_only_without_cache(tmp_path, monkeypatch, caplog):
+    """Numba kernels (cache=True) say once that they compile; a cached load is silent."""
+    import importlib
+    import logging
+
+    import flmcore._ext as ext
+
+    (tmp_path / "tiny_kernel.py").write_text(
+        "from numba import njit\n\n@njit(cache=True)\ndef f(x):\n    return x + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(ext, "_NOTED", set())
+    mod = importlib.import_module("tiny_kernel")
+    with caplog.at_level(logging.WARNING, logger="flmcore"):
+        ext.note_numba_compile(mod.f, "tiny")
+        ext.note_numba_compile(mod.f, "tiny")  # once per process
+        assert mod.f(1) == 2
+    assert caplog.text.count("compiling the Numba tiny kernels") == 1
+    caplog.clear()
+    monkeypatch.setattr(ext, "_NOTED", set())
+    mod = importlib.reload(mod)  # fresh dispatcher: loads from the on-disk cache
+    with caplog.at_level(logging.WARNING, logger="flmcore"):
+        ext.note_numba_compile(mod.f, "tiny")
+    assert "compiling" not in caplog.text

@@ -30,6 +30,39 @@ def _cython_names():
     return sorted(found | set(_CYTHON))
 
 
+_NOTED = set()
+
+
+def note_numba_compile(dispatcher, what: str) -> None:
+    """Say once (a ``flmcore`` logging warning) that a Numba kernel is compiled now.
+
+    Numba kernels use ``cache=True``: the first call on a machine compiles them
+    (several seconds) and stores the result on disk; later processes load it.  The
+    message is given only when no on-disk cache exists yet, once per process.
+
+    Examples
+    --------
+    >>> note_numba_compile(object(), "nothing")  # not a dispatcher: silent
+    """
+    if what in _NOTED:
+        return
+    _NOTED.add(what)
+    try:
+        if dispatcher.signatures:
+            return  # already compiled or loaded in this process
+        import os
+
+        if os.path.exists(dispatcher._cache._cache_file._index_path):
+            return  # will load from Numba's on-disk cache (fast)
+    except Exception:  # not a caching Numba dispatcher, or Numba internals changed
+        return
+    import logging
+
+    logging.getLogger("flmcore").warning(
+        "flmcore: compiling the Numba %s kernels (first use on this machine, a few seconds); "
+        "they are cached on disk, so later runs start at once", what)
+
+
 def _hint(name, exc):
     if str(exc).startswith("flmcore's compiled kernel"):
         return exc

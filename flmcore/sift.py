@@ -128,6 +128,12 @@ def _prepare(images, shapes, window, orientation, reference, smooth, num_threads
                          f"and {S.shape[0]} shapes")
     B, H, W = imgs.shape
     P = S.shape[1]
+    # descriptors do not depend on the intensity scale (they are normalised), but float32 squared
+    # gradients overflow above ~1e19 and underflow below ~1e-19: bring such images to max |I| = 1
+    peak = np.abs(imgs).max(axis=(1, 2))
+    odd = (peak > 1e6) | ((peak > 0) & (peak < 1e-6))
+    if odd.any():  # a new array: never scale the caller's images in place
+        imgs = imgs / np.where(odd, peak, 1.0).astype(np.float32)[:, None, None]
     if H < 3 or W < 3:
         raise ValueError(f"images must be at least 3x3 pixels, got {H}x{W}")
     smooth = check_positive(smooth, "smooth", strict=False)

@@ -96,3 +96,32 @@ def test_loss_weights_must_be_finite_and_nonnegative(loss, w):
     with pytest.raises(ValueError, match="weights must be finite and >= 0"):
         getattr(F, loss)(a, b, weights=weights)
     assert torch.isfinite(getattr(F, loss)(a, b, weights=torch.tensor([1.0, 0.0, 2.0])))
+
+
+def test_compiled_lddmm_overflow_in_float32_is_an_error():
+    x = torch.rand(1, 5, 2) * 1e30
+    with pytest.raises(ValueError, match="lddmm_shoot overflowed to non-finite values in float32"):
+        F.lddmm_shoot(x, x, 1.0, n_steps=2, backend="kernel")
+    with pytest.raises(ValueError, match="currents/varifold loss overflowed"):
+        F.currents_loss(x, x * 0.5, 1.0, backend="kernel")
+    with pytest.raises(ValueError, match="lddmm_flow overflowed"):
+        F.lddmm_flow(torch.rand(1, 5, 2), torch.full((1, 5, 2), 3e38), 50.0, n_steps=2, backend="kernel")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_sift_layer_half_precision_and_extreme_images(dtype):
+    from flmcore.nn import ShapeIndexedSIFT
+
+    layer = ShapeIndexedSIFT(window=8.0)
+    img = torch.rand(2, 32, 32, generator=G)
+    pts = torch.rand(2, 3, 2, generator=G) * 20 + 5
+    ref = layer(img, pts)
+    out = layer(img.to(dtype), pts.to(dtype))         # bfloat16 raised "unsupported ScalarType" before
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), ref, atol=0.02 if dtype != torch.float32 else 1e-6, rtol=0.05)
+    for scale in (1e30, 1e-30):                        # squared gradients overflowed / underflowed float32
+        big = layer(img * scale, pts)
+        assert torch.isfinite(big).all()
+        torch.testing.assert_close(big, ref, atol=1e-5, rtol=1e-4)
+    with pytest.raises(TypeError, match="real-valued"):
+        layer(img.to(torch.complex64), pts)

@@ -216,6 +216,13 @@ def _first_order(backward):
     return wrapper
 
 
+def _finite_or_raise(arr: np.ndarray, func: str, what: str) -> None:
+    """The compiled kernels compute in the input dtype: a float32 overflow must not pass silently."""
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{func} overflowed to non-finite values in {arr.dtype}: {what} too large for the kernel "
+                         "width (rescale the inputs or use float64)")
+
+
 class _FlowFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x0, mom, n_steps, plan, kind, full):
@@ -225,6 +232,7 @@ class _FlowFn(torch.autograd.Function):
         xn, mn = _np(x0), _np(mom)
         _k.flow_forward(xn, mn, n_steps, plan.gend, plan.ginv(x0.dtype), kind, traj, np.empty((B, P, 2), dt),
                         _nthreads(B, B * n_steps * P * P))
+        _finite_or_raise(traj[:, -1], "lddmm_flow", "momenta are")
         traj_t = torch.from_numpy(traj)
         ctx.save_for_backward(traj_t, torch.from_numpy(mn) if not mom.is_contiguous() else mom.detach())
         ctx.meta = (n_steps, plan, kind, full)
@@ -254,6 +262,8 @@ class _ShootFn(torch.autograd.Function):
         tp = np.empty((B, n_steps + 1, P, 2), dt)
         _k.shoot_forward(_np(x0), _np(p0), n_steps, coef[0], coef[1], coef[2], plan.gend, plan.ginv(x0.dtype), kind,
                          tx, tp, np.empty((B, 6, P, 2), dt), _nthreads(B, B * n_steps * P * P))
+        _finite_or_raise(tx[:, -1], "lddmm_shoot", "p0 is")
+        _finite_or_raise(tp[:, -1], "lddmm_shoot", "p0 is")
         tx_t, tp_t = torch.from_numpy(tx), torch.from_numpy(tp)
         ctx.save_for_backward(tx_t, tp_t)
         ctx.meta = (n_steps, coef, plan, kind, full)
@@ -291,6 +301,7 @@ class _CurveFn(torch.autograd.Function):
         _k.curve_distance(*arrs, cplan.aend, cplan.ainv[dt], cplan.bend, cplan.binv[dt], cplan.lo, cplan.hi, kind,
                           int(varifold), int(grad), out, *gs,
                           _nthreads(B, 4 * B * arrs[0].shape[1] * arrs[2].shape[1]))
+        _finite_or_raise(out, "currents/varifold loss", "coordinates are")
         if grad:
             ctx.save_for_backward(*[torch.from_numpy(v) for v in gs])
         return torch.from_numpy(out)

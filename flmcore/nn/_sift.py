@@ -25,6 +25,10 @@ __all__ = ["ShapeIndexedSIFT", "shape_indexed_sift_torch"]
 def _to_numpy_images(images: torch.Tensor) -> np.ndarray:
     if images.ndim == 4 and images.shape[1] == 1:
         images = images[:, 0]
+    if images.is_complex() or images.dtype == torch.bool:
+        raise TypeError(f"images must be real-valued (uint8 or float), got dtype {images.dtype}")
+    if images.is_floating_point() and images.dtype != torch.float64:
+        images = images.float()       # float16 / bfloat16 (NumPy has no bfloat16): the kernel runs in float32
     return images.detach().cpu().numpy()
 
 
@@ -162,7 +166,9 @@ class ShapeIndexedSIFT(nn.Module):
             raise ValueError(f"shapes must have shape (B, P, 2), got {tuple(shapes.shape)}")
         out_dtype = shapes.dtype if shapes.is_floating_point() else torch.float32
         if images.device.type == "cpu":
-            d = shape_indexed_sift(_to_numpy_images(images), shapes.detach().cpu().numpy(), window=self.window,
+            if shapes.is_complex():
+                raise TypeError(f"shapes must be real-valued, got dtype {shapes.dtype}")
+            d = shape_indexed_sift(_to_numpy_images(images), shapes.detach().cpu().double().numpy(), window=self.window,
                                    orientation=self.orientation, reference=self.reference, smooth=self.smooth,
                                    num_threads=self.num_threads)
             if d.ndim == 2:

@@ -235,6 +235,21 @@ class Scheme:
     right_eye: Tuple[int, ...]
     description: str = field(default="", compare=False)
 
+    def __post_init__(self):
+        if isinstance(self.n_points, bool) or not isinstance(self.n_points, (int, np.integer)) or self.n_points < 1:
+            raise ValueError(f"Scheme {self.name!r}: n_points must be an integer >= 1, got {self.n_points!r}")
+        groups = [(f"curves[{k}] ({c.name})", tuple(c.indices)) for k, c in enumerate(self.curves)]
+        groups += [("corners", tuple(self.corners)), ("interocular", tuple(self.interocular)),
+                   ("left_eye", tuple(self.left_eye)), ("right_eye", tuple(self.right_eye))]
+        for what, idx in groups:
+            bad = [i for i in idx if isinstance(i, bool) or not isinstance(i, (int, np.integer))
+                   or not 0 <= i < self.n_points]
+            if bad:
+                raise ValueError(f"Scheme {self.name!r}: {what} must hold point indices in [0, {self.n_points}), "
+                                 f"got {bad[:5]}")
+        if len(tuple(self.interocular)) != 2:
+            raise ValueError(f"Scheme {self.name!r}: interocular must be 2 indices, got {self.interocular!r}")
+
     # -- structure -----------------------------------------------------------------
     @property
     def curve_names(self) -> Tuple[str, ...]:

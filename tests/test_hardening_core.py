@@ -167,3 +167,20 @@ def test_grayscale_width_3_batch_is_not_taken_for_colour():
     with pytest.raises(ValueError, match=r"ambiguous: a colour \(H, W, 3\) image or a batch of 2 grayscale"):
         check_images(imgs)
     assert check_images(imgs, batch=True).shape == (2, 30, 3)
+
+
+# ----------------------------------------------------------------------------- schemes
+def test_scheme_rejects_out_of_range_indices_and_no_points():
+    from flmcore.schemes import Curve, Scheme
+
+    base = dict(name="x", n_points=3, curves=(Curve("a", (0, 1, 2), False),), corners=(0,), interocular=(0, 2),
+                left_eye=(0,), right_eye=(2,))
+    assert Scheme(**base).n_points == 3
+    for change, msg in [(dict(n_points=0), "n_points must be an integer >= 1, got 0"),
+                        (dict(curves=(Curve("a", (0, 5), False),)), r"curves\[0\] \(a\) must hold point indices in "
+                                                                    r"\[0, 3\), got \[5\]"),
+                        (dict(corners=(-1,)), r"corners must hold point indices in \[0, 3\), got \[-1\]"),
+                        (dict(interocular=(0, 3)), "interocular must hold point indices"),
+                        (dict(left_eye=(7,)), "left_eye must hold point indices")]:
+        with pytest.raises(ValueError, match=msg):
+            Scheme(**dict(base, **change))

@@ -77,3 +77,19 @@ def test_cauchy_shooting_gradients_torch_vs_kernel_vs_finite_differences(integra
     for a, b in zip(gt, gk):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
     assert torch.autograd.gradcheck(lambda xx, pp: f(xx, pp, "torch"), (x, p), eps=1e-6, atol=1e-6)
+
+
+def test_neighbor_table_from_indices_validation():
+    from flmcore.pip import NeighborTable
+
+    t = NeighborTable.from_indices(np.array([[1.0], [0.0], [1.0]]))       # integral floats are indices
+    assert t.indices.dtype == np.int64 and t.counts.tolist() == [1, 2, 0]
+    with pytest.raises(TypeError, match="indices must be integers, got dtype float64"):
+        NeighborTable.from_indices([[1.5], [0.0]])
+    with pytest.raises(ValueError, match="at least one landmark row"):
+        NeighborTable.from_indices(np.zeros((0, 0), int))
+    with pytest.raises(ValueError, match="must not list a landmark as its own neighbour"):
+        NeighborTable.from_indices([[0], [0]])
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 1\]"):
+        NeighborTable.from_indices([[2], [0]])
+    assert neighbor_table(np.random.default_rng(0).random((11, 2))).indices.shape == (11, 10)   # k = 10 default

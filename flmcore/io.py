@@ -38,7 +38,7 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
-from ._validate import check_array, check_int
+from ._validate import as_array, check_array, check_int
 
 __all__ = [
     "AnnotationFileNotFoundError",
@@ -223,6 +223,8 @@ def write_pts(path: PathLike, shape) -> None:
     lines = ["version: 1", f"n_points: {len(arr)}", "{"]
     lines += [f"{x + 1.0:.6f} {y + 1.0:.6f}" for x, y in arr]
     lines.append("}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -849,7 +851,7 @@ def to_gray(image) -> np.ndarray:
     >>> round(float(to_gray(np.array([[[255, 0, 0]]], np.uint8))[0, 0]), 3)
     0.299
     """
-    arr = np.asarray(image)
+    arr = as_array(image, "image")
     if arr.dtype == object or arr.dtype.kind not in "uifb":
         raise TypeError(f"image must be a numeric array, got dtype {arr.dtype}")
     if arr.size == 0:

@@ -49,7 +49,7 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ._ext import lddmm_kernels as _k
-from ._validate import (check_array, check_in, check_int, check_nonnegative, check_num_threads, check_positive,
+from ._validate import (as_array, check_array, check_in, check_int, check_nonnegative, check_num_threads, check_positive,
                         check_shapes)
 
 __all__ = [
@@ -129,6 +129,8 @@ def _check_sigma(value, name: str) -> float:
 
 
 def _sigma_list(sigma, n: int, name: str) -> np.ndarray:
+    sigma = sigma if isinstance(sigma, np.ndarray) else as_array(sigma, name) if isinstance(sigma, (list, tuple)) \
+        else sigma
     if np.ndim(sigma) == 0:
         if isinstance(sigma, np.ndarray):
             sigma = sigma.item()

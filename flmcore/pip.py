@@ -16,6 +16,7 @@ Nothing here imports torch; the torch layers live in :mod:`flmcore.nn`.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Sequence, Tuple, Union
 
@@ -270,6 +271,8 @@ def load_meanface_txt(path) -> np.ndarray:
     if hasattr(path, "read"):
         text = path.read()
     else:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str, os.PathLike or a text file object, got {type(path).__name__}")
         with open(path) as f:
             text = f.read()
     lines = [ln for ln in text.splitlines() if ln.strip()]

@@ -38,6 +38,7 @@ from sklearn.utils import metadata_routing
 from sklearn.exceptions import ConvergenceWarning
 
 from ._validate import (
+    as_array,
     check_array,
     check_in,
     check_int,
@@ -145,10 +146,12 @@ def _run_threads(num_threads, name, *args):
 
 
 def _check_tau(tau, n_targets: int) -> np.ndarray:
+    if isinstance(tau, (list, tuple)):
+        tau = as_array(tau, "tau")
     if np.ndim(tau) == 0:
         t = check_nonnegative(tau, "tau")
         return np.full(n_targets, t)
-    arr = np.asarray(tau, dtype=np.float64)
+    arr = as_array(tau, "tau", dtype=np.float64)
     if arr.shape != (n_targets,):
         raise ValueError(f"tau must be a number or have shape ({n_targets},) (one per target), got shape {arr.shape}")
     if np.isnan(arr).any() or (arr < 0).any():

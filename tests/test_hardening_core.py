@@ -184,3 +184,25 @@ def test_scheme_rejects_out_of_range_indices_and_no_points():
                         (dict(left_eye=(7,)), "left_eye must hold point indices")]:
         with pytest.raises(ValueError, match=msg):
             Scheme(**dict(base, **change))
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda: lddmm.kernel_matvec(X5, X5, [[1.0, 2.0], [3.0]]), "sigma"),
+    (lambda: lddmm.shoot(X5, X5, [[1.0], [2.0, 3.0]]), "sigma"),
+    (lambda: __import__("flmcore.ssr").ssr.lars_lasso(RNG.random((6, 3)), RNG.random((6, 2)), [[1.0], [2.0, 3.0]]),
+     "tau"),
+    (lambda: __import__("flmcore.io").io.to_gray([[0.0, 1.0], [1.0]]), "image"),
+])
+def test_ragged_parameters_name_the_argument(call, name):
+    with pytest.raises(ValueError, match=rf"^{name} must be a rectangular array"):
+        call()
+
+
+def test_paths_must_be_path_like():
+    from flmcore.io import write_pts
+    from flmcore.pip import load_meanface_txt
+
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike, got list"):
+        write_pts(["a.pts"], X5)
+    with pytest.raises(TypeError, match="path must be a str, os.PathLike or a text file object, got list"):
+        load_meanface_txt(["m.txt"])

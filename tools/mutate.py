@@ -23,6 +23,7 @@ Usage (from the repository root; runs are long, so be nice on a shared machine):
     OMP_NUM_THREADS=1 nice -n 10 python tools/mutate.py flmcore/procrustes.py
     python tools/mutate.py flmcore/pip.py --tests tests/test_pip.py --max-mutants 60 --json out.json
     python tools/mutate.py flmcore/procrustes.py --list          # only list the mutants
+    python tools/mutate.py flmcore/pip.py --indices 3 13 31      # re-test the survivors of a run
 
 The score is ``killed / (total - equivalent)``.  The page ``docs/developer.rst`` records the
 scores of the core modules.
@@ -213,6 +214,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="test a deterministic random sample of this many mutants")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only-lines", default=None, help="restrict to a line range a-b")
+    ap.add_argument("--indices", nargs="*", type=int, default=None,
+                    help="only these mutant indices (e.g. re-test the survivors after adding tests)")
     ap.add_argument("--equivalent", nargs="*", default=[], type=int,
                     help="mutant indices judged equivalent (excluded from the score)")
     ap.add_argument("--json", default=None, help="write the per-mutant results here")
@@ -232,6 +235,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.only_lines:
         a, b = (int(v) for v in args.only_lines.split("-"))
         items = [it for it in items if a <= it[0].line <= b]
+    if args.indices is not None:
+        items = [it for it in items if it[0].index in set(args.indices)]
     if args.max_mutants is not None and len(items) > args.max_mutants:
         items = sorted(random.Random(args.seed).sample(items, args.max_mutants), key=lambda it: it[0].index)
     if args.list:

@@ -206,3 +206,27 @@ def test_paths_must_be_path_like():
         write_pts(["a.pts"], X5)
     with pytest.raises(TypeError, match="path must be a str, os.PathLike or a text file object, got list"):
         load_meanface_txt(["m.txt"])
+
+
+def test_register_default_sigma_w_is_half_sigma_v():
+    curves = [[0, 1, 2], [3, 4]]
+    tpl = X5.copy()
+    tgt = tpl + [0.4, -0.2] + 0.05 * RNG.normal(size=tpl.shape)
+    kw = dict(curves=curves, n_steps=3, max_iter=15)
+    default = lddmm.register(tpl, tgt, sigma_v=[4.0, 6.0], **kw)
+    half = lddmm.register(tpl, tgt, sigma_v=[4.0, 6.0], sigma_w=[2.0, 3.0], **kw)
+    other = lddmm.register(tpl, tgt, sigma_v=[4.0, 6.0], sigma_w=[4.0, 6.0], **kw)
+    np.testing.assert_array_equal(default.momenta, half.momenta)
+    assert default.loss == half.loss != other.loss
+
+
+def test_negative_or_nan_tau_per_target_rejected():
+    from flmcore.ssr import lars_lasso
+
+    X, Y = RNG.random((8, 3)), RNG.random((8, 2))
+    for tau in ([1.0, -0.5], [np.nan, 1.0]):
+        with pytest.raises(ValueError, match="tau must be >= 0"):
+            lars_lasso(X, Y, tau)
+    with pytest.raises(ValueError, match=r"tau must be a number or have shape \(2,\)"):
+        lars_lasso(X, Y, [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(lars_lasso(X, Y, [0.0, 0.0]), 0.0)

@@ -230,3 +230,23 @@ def test_negative_or_nan_tau_per_target_rejected():
     with pytest.raises(ValueError, match=r"tau must be a number or have shape \(2,\)"):
         lars_lasso(X, Y, [1.0, 2.0, 3.0])
     np.testing.assert_array_equal(lars_lasso(X, Y, [0.0, 0.0]), 0.0)
+
+
+def test_broken_bundled_sample_fails_instead_of_skipping(monkeypatch):
+    import flmcore.data
+    from conftest import load_bundled_sample
+
+    def corrupt(name):
+        raise ValueError("corrupt npz")
+
+    monkeypatch.setattr(flmcore.data, "load_sample", corrupt)
+    with pytest.raises(ValueError, match="corrupt npz"):        # an error, never a skip
+        load_bundled_sample("helen_pairs")
+
+    def missing(name):
+        raise flmcore.data.SampleNotAvailableError("not there")
+
+    monkeypatch.setattr(flmcore.data, "load_sample", missing)
+    monkeypatch.delenv("FLMCORE_DATA", raising=False)
+    with pytest.raises(pytest.fail.Exception, match="missing from the source checkout"):
+        load_bundled_sample("helen_pairs")

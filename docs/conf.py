@@ -1,4 +1,8 @@
-"""Sphinx configuration: build with ``python -m sphinx -W -b html docs docs/_build/html``."""
+"""Sphinx configuration: build with ``python -m sphinx -W -b html docs docs/_build/html``.
+
+Needs the docs extra (``pip install "torch==2.13.0" -e ".[docs]"``); the build and the pages
+work offline (MathJax is bundled, see ``extensions``).
+"""
 import os
 import sys
 
@@ -14,6 +18,10 @@ version = release
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.mathjax",
+    # Equations render offline: MathJax 3 is copied from the sphinx-mathjax-offline package
+    # (the docs extra) into _build/html/_static/mathjax, and the pages load it from there
+    # instead of a CDN.
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
     "numpydoc",
 ]

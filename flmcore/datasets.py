@@ -41,7 +41,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 import numpy as np
 
 from ._validate import check_array, check_int, check_probability, check_rng
-from .crop import as_rgb, landmark_box
+from .crop import as_rgb, check_box, landmark_box
 from .schemes import get_scheme
 
 __all__ = ["Face", "LandmarkDataset", "load_image", "IMAGE_EXTENSIONS"]
@@ -56,8 +56,8 @@ def load_image(path: PathLike) -> np.ndarray:
     """Read a photo as ``(H, W, 3)`` uint8 RGB, upright.
 
     The EXIF orientation tag is applied (a phone photo stored sideways comes
-    out as it is displayed), grayscale is replicated to 3 channels and an alpha
-    channel is composited on black.  Errors name the file.
+    out as it is displayed), grayscale is replicated to 3 channels (16-bit
+    grayscale is scaled to 8 bits) and an alpha channel is composited on black.  Errors name the file.
 
     Examples
     --------
@@ -76,6 +76,9 @@ def load_image(path: PathLike) -> np.ndarray:
     try:
         with Image.open(p) as im:
             im = ImageOps.exif_transpose(im)
+            if im.mode == "I" or im.mode.startswith("I;16"):  # 16-bit grayscale: scale, PIL would clip at 255
+                g = np.asarray(im).astype(np.float64) / 257.0
+                return np.repeat(np.clip(g + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA")
                 bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
@@ -104,7 +107,8 @@ class LandmarkDataset(Sequence):
 
     ``ds[i]`` returns a dict ``{"image": (H, W, 3) uint8, "shape": (P, 2),
     "box": (4,), "file": str, "name": str}``; the image is read from disk at
-    that moment.  ``ds.shapes`` ``(N, P, 2)`` and ``ds.boxes`` ``(N, 4)`` are in
+    that moment (a face box that misses its image raises ``ValueError``
+    naming the file).  ``ds.shapes`` ``(N, P, 2)`` and ``ds.boxes`` ``(N, 4)`` are in
     memory.
 
     Parameters
@@ -138,7 +142,9 @@ class LandmarkDataset(Sequence):
         if isinstance(i, slice):
             return LandmarkDataset(self.faces[i], self.scheme)
         f = self.faces[int(i)]
-        return {"image": load_image(f.file), "shape": f.shape.copy(), "box": f.box.copy(), "file": f.file,
+        image = load_image(f.file)
+        check_box(f.box, f"box of {f.file}", image_size=image.shape[:2])  # a box that misses its image
+        return {"image": image, "shape": f.shape.copy(), "box": f.box.copy(), "file": f.file,
                 "name": f.name}
 
     def __iter__(self) -> Iterator[dict]:

@@ -14,7 +14,15 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "schemes", "io", "procrustes", "pose", "anisotropic", "metrics", "ssr", "sift",
     "cascade", "lddmm", "pip", "similar_points", "data", "nn", "train",
+    "datasets", "crop", "augment", "evaluate", "detect", "models",
 }
+
+
+def load_model(name="ibug68", **kwargs):
+    """A trained landmark model ready for inference (see :func:`flmcore.models.load_model`; imports torch)."""
+    from .models import load_model as _load
+
+    return _load(name, **kwargs)
 
 
 def __getattr__(name):

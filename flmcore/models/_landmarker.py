@@ -88,7 +88,7 @@ def build_network(model_cfg: Dict, scheme, mean_shape=None, *, load_pretrained: 
 
     Examples
     --------
-    >>> net = build_network({"backbone": "resnet18", "width": 0.125, "input_size": 64}, "mtfl5",
+    >>> net = build_network({"backbone": "resnet18", "width": 0.125, "input_size": 64, "n_neighbors": 2}, "mtfl5",
     ...                     mean_shape=[[20, 20], [44, 20], [32, 32], [24, 44], [40, 44]])
     >>> type(net).__name__
     'PIPNet'
@@ -209,9 +209,9 @@ class Landmarker:
 
     Examples
     --------
-    >>> net = build_network({"backbone": "resnet18", "width": 0.125, "input_size": 64}, "mtfl5",
+    >>> net = build_network({"backbone": "resnet18", "width": 0.125, "input_size": 64, "n_neighbors": 2}, "mtfl5",
     ...                     mean_shape=[[20, 20], [44, 20], [32, 32], [24, 44], [40, 44]])
-    >>> lm = Landmarker(net, {"input_size": 64, "backbone": "resnet18", "width": 0.125}, "mtfl5", device="cpu")
+    >>> lm = Landmarker(net, {"input_size": 64, "backbone": "resnet18", "width": 0.125, "n_neighbors": 2}, "mtfl5", device="cpu")
     >>> lm.predict(np.zeros((120, 90, 3), np.uint8), [[10, 20, 70, 90]]).shape
     (1, 5, 2)
     """

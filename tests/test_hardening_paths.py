@@ -93,3 +93,15 @@ def test_neighbor_table_from_indices_validation():
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 1\]"):
         NeighborTable.from_indices([[2], [0]])
     assert neighbor_table(np.random.default_rng(0).random((11, 2))).indices.shape == (11, 10)   # k = 10 default
+
+
+def test_neighbor_table_size_bounds_and_mean_face_missing_message():
+    from flmcore.pip import NeighborTable, mean_face
+
+    with pytest.raises(ValueError, match="has 2 neighbours per landmark but only 2 landmarks"):
+        NeighborTable.from_indices([[1, 1], [0, 0]])                 # C = P
+    assert NeighborTable.from_indices([[1], [0]]).indices.shape == (2, 1)   # C = P - 1 is the largest
+    s = np.full((2, 9, 2), np.nan)
+    s[:, :2] = 1.0
+    with pytest.raises(ValueError, match=r"point\(s\) \[2, 3, 4, 5, 6\] missing \(NaN\) in every shape"):
+        mean_face(s)

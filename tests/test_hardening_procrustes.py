@@ -119,3 +119,26 @@ def test_weighted_gpa_against_slow_reference(backend):
 def _apply(srt, x):
     s, R, t = srt
     return s * x @ R.T + t
+
+
+def _unit(x):
+    c = x - x.mean(0)
+    return c / np.sqrt((c ** 2).sum(1).mean())
+
+
+def _rot(t):
+    return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+
+
+@pytest.mark.parametrize("theta,fallback", [(0.0, True), (0.1, True), (0.12, False), (0.5, False)])
+def test_gpa_reference_orientation_and_its_fallback(backend, theta, fallback):
+    """The mean's orientation is that of the average of the unit-RMS centred shapes; when that
+    average nearly vanishes (norm <= 0.05 x typical, e.g. a shape and its 180-degree turn) the
+    first complete shape gives the orientation instead.  Shapes S and -R(theta) S average to a norm
+    of sin(theta / 2) x typical: 0.05 at theta = 0.1 rad."""
+    S = _unit(SRC)
+    shapes = np.stack([S, -(S @ _rot(theta).T)])
+    ref = S if fallback else _unit((shapes[0] + shapes[1]) / 2)
+    g = generalized_procrustes(shapes, tol=1e-14, max_iter=200)
+    _, T = align(g.mean, ref)
+    np.testing.assert_allclose(T.rotation, np.eye(2), atol=1e-6)

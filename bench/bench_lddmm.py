@@ -309,18 +309,18 @@ def _plot_cross(imgs, p68, p29, t29, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(imgs), figsize=(3 * len(imgs), 3.2), dpi=80)
+
+    from flmcore._plotting import legend_outside, save_figure
+    fig, axes = plt.subplots(1, len(imgs), figsize=(3 * len(imgs), 3.4))
     for ax, im, a, b, c in zip(np.atleast_1d(axes), imgs, p68, p29, t29):
         ax.imshow(im, cmap="gray")
         ax.scatter(a[:, 0], a[:, 1], s=6, c="lime", label="68 predicted (training scheme)")
         ax.scatter(c[:, 0], c[:, 1], s=18, facecolors="none", edgecolors="r", label="29 ground truth")
         ax.scatter(b[:, 0], b[:, 1], s=14, c="m", marker="*", label="29 flowed (cross-scheme)")
         ax.set_axis_off()
-    np.atleast_1d(axes)[0].legend(loc="lower left", fontsize=6)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    legend_outside(fig, "below")
+    save_figure(fig, path, note="python -m bench.bench_lddmm --figures (held-out HELEN crops)")
 
 
 def main(argv=None) -> dict:

@@ -59,7 +59,11 @@ def _fig7(model, src_mean, dst_mean, targets, labels, path, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(targets), figsize=(2.6 * len(targets), 2.9))
+    from matplotlib.lines import Line2D
+
+    from flmcore._plotting import save_figure
+
+    fig, axes = plt.subplots(1, len(targets), figsize=(2.8 * len(targets), 3.2))
     for ax, r, lab in zip(axes, targets, labels):
         h = model.H_[r]
         ax.plot(dst_mean[:, 0], dst_mean[:, 1], ".", color="0.8", ms=3)
@@ -68,14 +72,19 @@ def _fig7(model, src_mean, dst_mean, targets, labels, path, title):
         ax.scatter(src_mean[sel, 0], src_mean[sel, 1], s=25 + 250 * np.abs(h[sel]) / np.abs(h).max(),
                    c=np.where(h[sel] > 0, "tab:blue", "tab:orange"), alpha=0.8, zorder=3)
         ax.plot(dst_mean[r, 0], dst_mean[r, 1], "r*", ms=12, zorder=4)
-        ax.set_title(f"{lab}: {sel.size} of {h.size}", fontsize=9)
+        ax.set_title(f"{lab}: {sel.size} of {h.size} source points")
         ax.invert_yaxis()
         ax.set_aspect("equal")
         ax.axis("off")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    keys = [Line2D([], [], ls="", marker="o", mfc="none", mec="0.5", label="source scheme (mean shape)"),
+            Line2D([], [], ls="", marker=".", color="0.8", label="target scheme (mean shape)"),
+            Line2D([], [], ls="", marker="o", color="tab:blue", label="weight > 0 (size ~ |weight|)"),
+            Line2D([], [], ls="", marker="o", color="tab:orange", label="weight < 0"),
+            Line2D([], [], ls="", marker="*", color="r", label="the predicted target point")]
+    fig.legend(handles=keys, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, frameon=False)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> dict:

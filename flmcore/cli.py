@@ -83,7 +83,11 @@ def cmd_demo(args) -> int:
         if p not in runnable:
             miss = ", ".join(f"{n}.npz" for n in NEEDS[p] if not have[n])
             _error("demo", f"skipping part {p}: it needs {miss} in {data_dir}")
-    with (use_data_dir(data_dir) if data_dir is not None else nullcontext()):
+    from flmcore._plotting import budget_note, figure_style
+
+    note = (f"flmcore demo{' --quick' if args.quick else ''}, seed {args.seed}: "
+            f"{'reduced' if args.quick else 'demo'} budget; the README's numbers come from longer runs")
+    with (use_data_dir(data_dir) if data_dir is not None else nullcontext()), figure_style(), budget_note(note):
         return _run_demo(args, runnable, data_dir)
 
 

@@ -329,18 +329,20 @@ def loss_table(res: dict) -> str:
 def plot_losses(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=100)
-    for k, c in res["curves"].items():
-        ax.plot(np.arange(1, len(c) + 1), c, label=k, lw=1.5)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test NME (% inter-ocular)")
-    ax.set_yscale("log")
-    ax.set_title("HELEN 68 points, 64x64 crops")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    from flmcore._plotting import figure_style, legend_outside, plain_log_axis, save_figure
+
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(6.0, 3.4))
+        for k, c in res["curves"].items():
+            ax.plot(np.arange(1, len(c) + 1), c, label=k)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test NME (% of inter-ocular distance)")
+        ax.set_yscale("log")
+        plain_log_axis(ax, "y")
+        ax.set_title("HELEN 68 points, 64x64 crops")
+        legend_outside(ax, "right")
+        ax.grid(alpha=0.3, which="both")
+        save_figure(fig, path, note=f"{len(next(iter(res['curves'].values())))} epochs per loss")
 
 
 def plot_pose(res: dict, path: Path) -> None:
@@ -348,21 +350,21 @@ def plot_pose(res: dict, path: Path) -> None:
 
     K = len(res["before"])
     x = np.arange(K)
-    fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=100)
+    from flmcore._plotting import legend_outside, save_figure
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
     ax.bar(x - 0.27, res["before"], 0.27, label="before")
     ax.bar(x, res["undersample"], 0.27, label="undersample (Rayhan)")
     ax.bar(x + 0.27, res["oversample"], 0.27, label="oversample (Feng)")
     for k in range(K):
         ax.text(x[k], max(res["before"][k], res["oversample"][k]) + 8, f"{res['mean_abs_yaw'][k]:.0f}°",
-                ha="center", fontsize=7)
+                ha="center", fontsize=8)
     ax.set_ylim(0, 1.15 * max(max(res["before"]), max(res["oversample"])))
-    ax.set_xlabel("pose bin (PC 1 of Procrustes-aligned shapes); label: mean |yaw|")
-    ax.set_ylabel("faces")
+    ax.set_xlabel("pose bin (PC 1 of Procrustes-aligned shapes); above each bin: mean |yaw| (degrees)")
+    ax.set_ylabel("faces (count)")
     ax.set_title("AFLW2000, 68 points, 9 bins")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    legend_outside(ax, "right")
+    save_figure(fig, path)
 
 
 def run(ctx) -> str:

@@ -139,20 +139,19 @@ def _figure(res, path_ced, path_pred):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from flmcore._plotting import legend_outside, save_figure
     from flmcore.metrics import ced
 
-    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    fig, ax = plt.subplots(figsize=(5.6, 3.4))
     for k, e in res["errors"].items():
         t, f = ced(e, 0.15)
         ax.plot(t, f, label=k)
-    ax.set_xlabel("NME (inter-ocular)")
-    ax.set_ylabel("fraction of faces")
-    ax.set_title("76-point union, HELEN test faces")
-    ax.legend(fontsize=7)
+    ax.set_xlabel("NME (fraction of the inter-ocular distance)")
+    ax.set_ylabel("fraction of test faces")
+    ax.set_title("CED, 76-point union, HELEN test faces")
+    legend_outside(ax, "right")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path_ced, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path_ced, note=f"{len(next(iter(res['errors'].values())))} test faces")
 
     u = res["union"]
     only29 = np.setdiff1d(np.arange(u.n_union_), u.index_[0])
@@ -164,12 +163,11 @@ def _figure(res, path_ced, path_pred):
         ax.scatter(*res["truth"][b].T, s=5, c="lime", label="truth")
         ax.scatter(*p[u.index_[0]].T, s=5, c="red", label="68-scheme points")
         ax.scatter(*p[only29].T, s=9, c="cyan", marker="x", label="29-only points")
-        ax.set_title(meth, fontsize=8)
+        ax.set_title(meth)
         ax.axis("off")
-    axes[0, 0].legend(fontsize=5, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path_pred, dpi=80)
-    plt.close(fig)
+    legend_outside(fig, "below")
+    save_figure(fig, path_pred)
 
 
 def run(ctx) -> str:

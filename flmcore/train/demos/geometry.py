@@ -59,12 +59,14 @@ def _figure(path, helen_gpa, bins, mean_px, W_cov, W_cov_ad, scheme):
     import matplotlib.pyplot as plt
     from matplotlib.patches import Ellipse
 
-    fig, ax = plt.subplots(1, 3, figsize=(13, 4.6))
+    from flmcore._plotting import legend_outside, save_figure
+
+    fig, ax = plt.subplots(1, 3, figsize=(13, 4.8))
     al = helen_gpa.aligned
     ax[0].scatter(al[..., 0].ravel(), al[..., 1].ravel(), s=0.2, alpha=0.15, color="0.5", rasterized=True)
     ax[0].scatter(helen_gpa.mean[:, 0], helen_gpa.mean[:, 1], s=8, color="C3", label="Procrustes mean")
     ax[0].set_title(f"HELEN: {len(al)} shapes after GPA")
-    ax[0].legend(loc="lower right", fontsize=8)
+    legend_outside(ax[0], "below")
     cmap = plt.get_cmap("coolwarm")
     K = len(bins.counts)
     for k in range(K):
@@ -75,7 +77,7 @@ def _figure(path, helen_gpa, bins, mean_px, W_cov, W_cov_ad, scheme):
             ax[1].scatter(m[17:, 0], m[17:, 1], s=3, color=cmap(k / max(K - 1, 1)))
     ax[1].plot(bins.origin[:, 0], bins.origin[:, 1], "k.", ms=3, label="mean of bin means")
     ax[1].set_title("AFLW2000: bin means along PC1")
-    ax[1].legend(fontsize=6, loc="upper center", ncol=4, bbox_to_anchor=(0.5, -0.01), frameon=False)
+    legend_outside(ax[1], "below", ncol=3, frameon=False)
     ax[2].plot(mean_px[:, 0], mean_px[:, 1], "k.", ms=3)
     for curve in scheme.curves:
         idx = list(curve.indices) + ([curve.indices[0]] if curve.closed else [])
@@ -88,16 +90,15 @@ def _figure(path, helen_gpa, bins, mean_px, W_cov, W_cov_ad, scheme):
             ax[2].add_patch(Ellipse(mean_px[p], w, h, angle=ang, fill=False, color=color, ls=ls, lw=0.7))
     ax[2].plot([], [], "C0-", label="S = W^-1, a=5, b=3 (eq. 3/6)")
     ax[2].plot([], [], "C1--", label="curvature-adaptive (a, b)")
-    ax[2].legend(fontsize=7, loc="lower right")
-    ax[2].set_title("anisotropic covariances (1 px = 1 unit)")
+    legend_outside(ax[2], "below", ncol=1)
+    ax[2].set_title("anisotropic covariances (axes in pixels)")
     for a in ax:
         a.set_aspect("equal")
         a.invert_yaxis()
         a.set_xticks([])
         a.set_yticks([])
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run(ctx) -> str:

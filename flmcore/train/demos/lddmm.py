@@ -286,7 +286,9 @@ def plot_sparse_example(result: Dict[str, object], path: Path, scheme="ibug68") 
     kept, hidden = result["kept"], result["hidden"]
     res = ex["result"]
     s = get_scheme(scheme)
-    fig, ax = plt.subplots(figsize=(5.2, 5.2), dpi=90)
+    from flmcore._plotting import legend_outside, save_figure
+
+    fig, ax = plt.subplots(figsize=(5.2, 5.6))
     truth, placed, pred = ex["truth"], ex["placed"], ex["pred"]
     lo, hi = truth.min(0), truth.max(0)
     pad = 0.08 * (hi - lo).max()
@@ -312,11 +314,9 @@ def plot_sparse_example(result: Dict[str, object], path: Path, scheme="ibug68") 
     ax.set_aspect("equal")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(loc="lower left", fontsize=7, framealpha=0.8)
-    ax.set_title("sparse-to-dense: grid = jaw-curve diffeomorphism", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    legend_outside(ax, "below", ncol=2)
+    ax.set_title("sparse-to-dense: grid = jaw-curve diffeomorphism (image pixels)")
+    save_figure(fig, path)
     return Path(path)
 
 

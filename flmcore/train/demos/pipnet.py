@@ -120,17 +120,18 @@ def run(ctx) -> str:
     pred, own, votes = res["exact"]
     idx = net.neighbors.indices
     show = test[:4]
-    fig, axes = plt.subplots(1, len(show), figsize=(2.6 * len(show), 2.8))
-    for ax, k in zip(np.atleast_1d(axes), range(len(show))):
-        plot_votes(ax, images[show[k]], pred[k], own[k], votes[k], idx, truth=shapes[show[k]])
-    np.atleast_1d(axes)[0].legend(fontsize=6, loc="lower left")
-    fig.suptitle("PIPNet (held-out): merged points (red), votes (x) of neighbours for 5 landmarks, "
-                 "own prediction (square)", fontsize=7)
-    fig.tight_layout()
-    out_dir = Path(ctx.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_dir / "pipnet_votes.png", dpi=90)
-    plt.close(fig)
+    from flmcore._plotting import figure_style, legend_outside, save_figure
+
+    with figure_style():
+        fig, axes = plt.subplots(1, len(show), figsize=(2.8 * len(show), 3.2))
+        for ax, k in zip(np.atleast_1d(axes), range(len(show))):
+            plot_votes(ax, images[show[k]], pred[k], own[k], votes[k], idx, truth=shapes[show[k]])
+        fig.suptitle("PIPNet (held-out faces): merged points (red), neighbours' votes (x) for 5 landmarks, "
+                     "own prediction (square)")
+        fig.tight_layout()
+        legend_outside(fig, "below")
+        out_dir = Path(ctx.out_dir)
+        save_figure(fig, out_dir / "pipnet_votes.png")
 
     return "\n".join([
         "## PIPNet: pixel-in-pixel regression with neighbour votes",

@@ -39,14 +39,17 @@ def _figure(path, images, truth29, pred29, src_train, dst_train, model, target, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.lines import Line2D
+
+    from flmcore._plotting import save_figure
+
     n = len(images)
-    fig, axes = plt.subplots(1, n + 1, figsize=(2.4 * (n + 1), 2.6))
+    fig, axes = plt.subplots(1, n + 1, figsize=(2.6 * (n + 1), 3.0))
     for ax, img, t, p in zip(axes[:n], images, truth29, pred29):
         ax.imshow(img, cmap="gray", vmin=0, vmax=255)
         ax.plot(t[:, 0], t[:, 1], "o", mfc="none", mec="lime", ms=4, label="29-pt truth")
         ax.plot(p[:, 0], p[:, 1], "r+", ms=5, label="from 68 pts")
         ax.axis("off")
-    axes[0].legend(fontsize=6, loc="lower left")
     ax = axes[n]
     h = model.H_[target]
     ref = model.reference_
@@ -57,13 +60,18 @@ def _figure(path, images, truth29, pred29, src_train, dst_train, model, target, 
     a, m = model._frames(src_train)
     tmean = model._apply(dst_train, a, m).mean(axis=0)  # mean target shape in the normalised frame
     ax.plot(tmean[target, 0], tmean[target, 1], "r*", ms=11, zorder=4)
-    ax.set_title(f"{label}: {sel.size}/68 used", fontsize=8)
+    ax.set_title(f"{label}: {sel.size}/68 source points used")
     ax.invert_yaxis()
     ax.set_aspect("equal")
     ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    keys = [Line2D([], [], ls="", marker="o", mfc="none", mec="lime", label="29-point truth"),
+            Line2D([], [], ls="", marker="+", color="r", label="predicted from the 68 points"),
+            Line2D([], [], ls="", marker="o", color="tab:blue", label="weight > 0 (size ~ |weight|)"),
+            Line2D([], [], ls="", marker="o", color="tab:orange", label="weight < 0"),
+            Line2D([], [], ls="", marker="*", color="r", label="the predicted target point")]
+    fig.legend(handles=keys, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, frameon=False)
+    save_figure(fig, path)
 
 
 def run(ctx) -> str:

@@ -142,3 +142,13 @@ def test_gpa_reference_orientation_and_its_fallback(backend, theta, fallback):
     g = generalized_procrustes(shapes, tol=1e-14, max_iter=200)
     _, T = align(g.mean, ref)
     np.testing.assert_allclose(T.rotation, np.eye(2), atol=1e-6)
+
+
+def test_one_source_onto_a_batch_of_targets(backend):
+    dst = np.stack([SRC * 2 + 1, SRC @ _rot(0.7).T - 3, SRC * 0.5])
+    out, T = align(SRC, dst)                      # src (P, 2) broadcast over dst (B, P, 2)
+    assert out.shape == (3, 6, 2) and T.scale.shape == (3,)
+    np.testing.assert_allclose(out, dst, atol=1e-9)
+    np.testing.assert_allclose(T.scale, [2.0, 1.0, 0.5], rtol=1e-12)
+    with pytest.raises(ValueError, match="src and dst batch sizes must match or be 1, got 2 and 3"):
+        align(np.stack([SRC, SRC]), dst)

@@ -120,8 +120,10 @@ def crop_transform(box, size: int, *, margin: float = DEFAULT_MARGIN, angle: flo
     margin : float
         Crop side over the box's longer side (default 1.25).
     angle : float
-        Rotation of the crop in degrees (counter-clockwise in the image as
-        displayed, i.e. the face appears rotated clockwise in the crop).
+        Rotation of the crop in degrees: the crop window turns clockwise in
+        the image as displayed (y down), so the face appears turned
+        counter-clockwise by ``angle`` in the crop (a point right of the
+        centre moves up).
     scale : float
         Zoom factor (> 1 zooms in: the face looks larger).
     shift : (float, float)

@@ -9,3 +9,5 @@ __all__ += ["SHIPPED_MODELS", "load_model", "model_card"]
 from ._predict import (draw_overlay, predict_batch, predict_files, predict_image, read_boxes_file,  # noqa: E402
                        write_predictions)
 __all__ += ["predict_image", "predict_batch", "predict_files", "read_boxes_file", "write_predictions", "draw_overlay"]
+from ._export import export_onnx, decode_onnx_outputs, onnx_metadata  # noqa: E402
+__all__ += ["export_onnx", "decode_onnx_outputs", "onnx_metadata"]

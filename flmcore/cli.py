@@ -1,9 +1,14 @@
-"""Command-line interface: ``flmcore demo | bench | info``.
+"""Command-line interface: ``flmcore demo | train | evaluate | predict | export | bench | info``.
 
 ``flmcore demo`` runs every method of the library on the bundled real faces
 (or ``--data DIR``) and writes a markdown report with PNG figures;
 ``flmcore bench`` runs the benchmarks of ``bench/`` (source checkout only);
-``flmcore info`` prints versions, thread settings and the compiled kernels.
+``flmcore info`` prints versions, thread settings and the compiled kernels;
+``flmcore train CONFIG`` runs a training run (:func:`flmcore.train.train`);
+``flmcore evaluate MODEL DATASET`` scores a model (or a predictions file) with
+the 300-W protocol (:mod:`flmcore.evaluate`); ``flmcore predict`` writes the
+landmarks of photos (:func:`flmcore.models.predict_files`); ``flmcore export``
+writes an ONNX file (:func:`flmcore.models.export_onnx`).
 
 Structure: one ``cmd_<name>(args) -> int`` function per subcommand, each
 registered in :func:`build_parser` with ``set_defaults(func=cmd_<name>)``.
@@ -167,6 +172,83 @@ def cmd_bench(args) -> int:
     return int(bench_main.main(argv) or 0)
 
 
+def cmd_train(args) -> int:
+    """Run or resume a training run from a TOML/JSON config (:func:`flmcore.train.train`)."""
+    from flmcore.train import train
+
+    res = train(args.config, args.out, resume=args.resume, time_limit=args.time_limit,
+                progress=not args.no_progress, max_epochs=args.max_epochs, threads=args.threads)
+    best = res["best_val_nme_io"]
+    print(f"{res['stopped']}: {res['epochs_done']} epoch(s) in {res['seconds']:.0f} s; "
+          + (f"best validation NME {best:.3f} % (epoch {res['best_epoch']}); " if best is not None else "")
+          + f"checkpoints in {res['out_dir']} (best.pt, last.pt), log {res['out_dir']}/log.jsonl")
+    return EXIT_OK
+
+
+def _load_eval_dataset(args):
+    from flmcore.datasets import LandmarkDataset
+
+    ds = LandmarkDataset.from_folder(args.dataset, args.scheme)
+    if args.split != "all":
+        tr, va = ds.split_by_name(args.val_fraction)
+        ds = va if args.split == "val" else tr
+    if len(ds) == 0:
+        raise ValueError(f"the {args.split} split of {args.dataset} is empty")
+    return ds
+
+
+def cmd_evaluate(args) -> int:
+    """Score a model (or a predictions JSON file) on an annotated folder with the 300-W protocol."""
+    from flmcore.evaluate import evaluate, evaluate_predictions
+
+    ds = _load_eval_dataset(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if str(args.model).lower().endswith(".json"):
+        res = evaluate_predictions(args.model, ds, subsets="auto")
+        label = Path(args.model).stem
+    else:
+        from flmcore.models import load_model, predict_dataset
+
+        model = load_model(args.model, flip_test=True if args.flip_test else None)
+        pred, missing = predict_dataset(model, ds, boxes=args.boxes, detector=args.detector,
+                                        progress=not args.no_progress)
+        res = evaluate(pred, ds, subsets="auto", missing=missing)
+        label = Path(str(args.model)).stem
+    res.to_json(out / "results.json")
+    table = res.to_markdown()
+    (out / "results.md").write_text(f"# {label} on {args.dataset} ({args.split}, boxes: {args.boxes})\n\n{table}\n")
+    res.plot_ced(out / "ced.png", title=f"{label}: {args.split} faces, {args.boxes} boxes", labels=[label])
+    print(table)
+    print(f"written: {out / 'results.json'}, {out / 'results.md'}, {out / 'ced.png'}")
+    return EXIT_OK
+
+
+def cmd_predict(args) -> int:
+    """Landmarks of every face in photos, as JSON in image pixels (+ optional overlays)."""
+    from flmcore.models import load_model, predict_files, write_predictions
+
+    model = load_model(args.model, flip_test=True if args.flip_test else None)
+    res = predict_files(model, args.inputs, boxes=args.boxes, detector=args.detector, box_kind=args.box_kind,
+                        refine=args.refine, overlay_dir=args.overlay, progress=not args.no_progress)
+    write_predictions(res, args.out)
+    n_img = len(res["images"])
+    n_face = sum(len(e["faces"]) for e in res["images"])
+    bad = [e["file"] for e in res["images"] if "error" in e]
+    print(f"{n_face} face(s) in {n_img} image(s) -> {args.out}" + (f"; {len(bad)} image(s) with errors" if bad else ""))
+    return EXIT_FAILED if bad and len(bad) == n_img else EXIT_OK
+
+
+def cmd_export(args) -> int:
+    """Export a model (shipped name or checkpoint) to ONNX."""
+    from flmcore.models import export_onnx, load_model
+
+    model = load_model(args.model, device="cpu")
+    export_onnx(model, args.output, decode=not args.no_decode)
+    print(f"written: {args.output}")
+    return EXIT_OK
+
+
 def _dist_version(*dists: str) -> Optional[str]:
     from importlib import metadata
 
@@ -263,6 +345,69 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("names", nargs="*", metavar="NAME",
                    help="benchmarks to run (default: all" + (f": {', '.join(names)})" if names else ")"))
     b.set_defaults(func=cmd_bench)
+
+    t = sub.add_parser("train", help="train a model from a TOML config (checkpoints, resume, time budget)",
+                       description="Run a training run from a TOML/JSON config (see flmcore.train and "
+                                   "configs/ in the repository): a progress bar, OUT/log.jsonl, OUT/last.pt and "
+                                   "OUT/best.pt.")
+    t.add_argument("config", help="config file (.toml or .json)")
+    t.add_argument("--out", required=True, help="output folder of the run")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="wall-clock budget; ends cleanly keeping the best checkpoint")
+    t.add_argument("--max-epochs", type=int, default=None, help="stop after this many epochs in this call")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads (overrides train.threads)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="score a model or a predictions file (NME/FR/AUC, CED)",
+                       description="Crop, predict, uncrop and score every face of an annotated folder (images "
+                                   "with .pts beside them) with the 300-W protocol: NME (inter-ocular, inter-pupil, "
+                                   "box), FR and AUC at 0.08 / 0.10, per subset (first folder level) and pooled. "
+                                   "MODEL is a shipped model name, a checkpoint, or a predictions .json file (then "
+                                   "it is scored as is).")
+    e.add_argument("model", metavar="MODEL", help="shipped model name (ibug68), checkpoint, or predictions .json")
+    e.add_argument("dataset", metavar="DATASET", help="folder of images with .pts files beside them")
+    e.add_argument("--scheme", default="ibug68", help="annotation scheme of the .pts files (default: ibug68)")
+    e.add_argument("--split", choices=("all", "val", "train"), default="all",
+                   help="faces to score: all, or the val/train part of the fixed name-hash split")
+    e.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction of the split (0.1)")
+    e.add_argument("--boxes", choices=("landmark", "detector"), default="landmark",
+                   help="crop from the landmark box (300-W protocol, default) or from the face detector")
+    e.add_argument("--detector", default="auto", help="detector for --boxes detector (default: auto)")
+    e.add_argument("--flip-test", action="store_true", help="average with the mirrored crop's prediction")
+    e.add_argument("--out", default="flmcore_eval", help="output folder (results.json, results.md, ced.png)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="landmarks of every face in photos -> JSON (image pixels)",
+                        description="Detect faces (or take --boxes), predict their landmarks and write "
+                                    "{\"images\": [{\"file\", \"faces\": [{\"box\", \"score\", \"points\"}]}]} "
+                                    "with points and boxes in image pixels (0-based, centre of the top-left pixel "
+                                    "at (0, 0)).")
+    pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders")
+    pr.add_argument("--out", required=True, metavar="FILE.json", help="output JSON file")
+    pr.add_argument("--model", default="ibug68", help="shipped model name or checkpoint (default: ibug68)")
+    pr.add_argument("--boxes", default=None, metavar="FILE.json",
+                    help="face boxes in the output format (points optional); then no detector runs")
+    pr.add_argument("--box-kind", default="landmark",
+                    help="what --boxes are: landmark (tight landmark boxes, default) or a detector name to map")
+    pr.add_argument("--detector", default="auto", help="face detector (default: auto)")
+    pr.add_argument("--refine", type=int, default=None,
+                    help="extra passes cropped from the previous points (default: 1 with a detector, 0 with boxes)")
+    pr.add_argument("--flip-test", action="store_true", help="average with the mirrored crop's prediction")
+    pr.add_argument("--overlay", default=None, metavar="DIR", help="write PNGs with the points drawn")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_predict)
+
+    x = sub.add_parser("export", help="export a model to ONNX (decoding included)",
+                       description="Write an ONNX file of a shipped model or a checkpoint; the graph takes "
+                                   "(B, 3, S, S) float32 crops in [0, 1] and returns (B, P, 2) crop pixels.")
+    x.add_argument("model", metavar="MODEL", help="shipped model name (ibug68) or checkpoint")
+    x.add_argument("output", metavar="OUT.onnx", help="output file")
+    x.add_argument("--no-decode", action="store_true", help="export the raw head maps (decode with "
+                   "flmcore.models.decode_onnx_outputs)")
+    x.set_defaults(func=cmd_export)
 
     i = sub.add_parser("info", help="versions, threads and compiled kernels",
                        description="Print versions, thread settings and which compiled kernels are built.")

@@ -38,7 +38,7 @@ from .._validate import check_array, check_int
 from ..crop import crop_image, crop_transform, landmark_box, uncrop_points
 from ..datasets import IMAGE_EXTENSIONS, load_image
 
-__all__ = ["predict_image", "predict_batch", "predict_files", "write_predictions", "read_boxes_file", "draw_overlay",
+__all__ = ["predict_image", "predict_batch", "predict_files", "predict_dataset", "write_predictions", "read_boxes_file", "draw_overlay",
            "expand_inputs"]
 
 PathLike = Union[str, os.PathLike]
@@ -296,3 +296,69 @@ def write_predictions(result: Dict, path: PathLike) -> None:
     tmp = p.with_name(p.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
     os.replace(tmp, p)
+
+
+def predict_dataset(model, dataset, *, boxes: str = "landmark", detector: str = "auto", refine: Optional[int] = None,
+                    batch_images: int = 16, batch_size: int = 32, progress: bool = False):
+    """Predict every annotated face of a :class:`~flmcore.datasets.LandmarkDataset` (for evaluation).
+
+    Parameters
+    ----------
+    model : Landmarker
+    dataset : LandmarkDataset
+    boxes : {"landmark", "dataset", "detector"}
+        Where each face's crop comes from: its landmark box (the 300-W
+        protocol; default), the dataset's ``boxes`` (e.g. set by
+        :meth:`~flmcore.datasets.LandmarkDataset.with_boxes`), or the detector
+        (``detector``), whose detection overlapping the landmark box best is
+        used (IoU >= 0.1); faces the detector misses are reported in ``missing``.
+    refine : int, optional
+        Extra passes (default: 1 with the detector, 0 otherwise).
+
+    Returns
+    -------
+    points : numpy.ndarray (N, P, 2)
+        Predictions in image pixels (NaN rows for missed faces).
+    missing : numpy.ndarray of bool (N,)
+    """
+    n, P = len(dataset), dataset.scheme.n_points
+    pred = np.full((n, P, 2), np.nan)
+    missing = np.zeros(n, dtype=bool)
+    if boxes not in ("landmark", "dataset", "detector"):
+        raise ValueError(f"boxes must be 'landmark', 'dataset' or 'detector', got {boxes!r}")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=n, desc="predict", unit="face", file=sys.stderr)
+    for start in range(0, n, batch_images):
+        idx = list(range(start, min(n, start + batch_images)))
+        items = [dataset[i] for i in idx]
+        imgs = [it["image"] for it in items]
+        if boxes == "detector":
+            from ..datasets import _best_overlap
+            from ..detect import detect_faces
+
+            bxs, keep = [], []
+            for it, img in zip(items, imgs):
+                det, _ = detect_faces(img, method=detector, landmark_boxes=True)
+                det = np.asarray(det, dtype=np.float64).reshape(-1, 4)
+                j = _best_overlap(det, landmark_box(it["shape"])) if len(det) else None
+                keep.append(j is not None)
+                bxs.append(det[j:j + 1] if j is not None else np.zeros((0, 4)))
+            res = predict_batch(model, imgs, bxs, box_kind="landmark", refine=1 if refine is None else refine,
+                                batch_size=batch_size)
+            for i, k, r in zip(idx, keep, res):
+                if k:
+                    pred[i] = r["points"][0]
+                else:
+                    missing[i] = True
+        else:
+            bxs = [(landmark_box(it["shape"]) if boxes == "landmark" else it["box"])[None] for it in items]
+            res = predict_batch(model, imgs, bxs, box_kind="landmark", refine=refine, batch_size=batch_size)
+            for i, r in zip(idx, res):
+                pred[i] = r["points"][0]
+        if bar is not None:
+            bar.update(len(idx))
+    if bar is not None:
+        bar.close()
+    return pred, missing

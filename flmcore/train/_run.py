@@ -454,5 +454,5 @@ def train(config: Union[Dict, str, os.PathLike], out_dir: Union[str, os.PathLike
                   flush=True)
         done_here += 1
     return {"epochs_done": done_here, "best_epoch": best_epoch,
-            "best_val_nme_io": None if not math.isfinite(best) or best < 0 else best, "stopped": stopped,
+            "best_val_nme_io": None if len(va) == 0 or not math.isfinite(best) else best, "stopped": stopped,
             "out_dir": os.fspath(out), "seconds": round(time.monotonic() - t_start, 1)}

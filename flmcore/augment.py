@@ -247,9 +247,10 @@ def augmented_crop(image, points, box, size: int, *, scheme, augmentation: Union
     aug = get_augmentation(augmentation)
     r = check_rng(rng)
     size = check_int(size, "size", min_value=1)
-    b = check_box(box)
+    b = check_box(box, "box", image_size=np.shape(image)[:2])
     pts = check_array(points, "points", ndim=2, allow_nan=True)
-    u = r.random(16)  # fixed number of draws per sample: reproducible whatever is switched off
+    # a fixed number of draws per sample, so that switching one augmentation off leaves the others' draws alone
+    u = r.random(20)
     flip = bool(u[0] < aug.flip)
     angle = (u[2] * 2 - 1) * aug.rotate if u[1] < aug.rotate_p else 0.0
     shift = ((u[4:6] * 2 - 1) * aug.shift) if u[3] < aug.shift_p else np.zeros(2)
@@ -262,14 +263,14 @@ def augmented_crop(image, points, box, size: int, *, scheme, augmentation: Union
     if u[8] < aug.gray_p:
         crop = to_grayscale(crop)
     if u[9] < aug.color_p:
-        j = (r.random(3) * 2 - 1) * aug.color + 1.0
+        j = (u[16:19] * 2 - 1) * aug.color + 1.0
         crop = color_jitter(crop, *j)
     if u[10] < aug.blur_p:
         crop = gaussian_blur(crop, u[11] * aug.blur * size / 256.0)
     if u[12] < aug.occlusion_p:
         w = int(size * aug.occlusion * u[13])
         h = int(size * aug.occlusion * u[14])
-        x0 = int((size - w) * r.random())
+        x0 = int((size - w) * u[19])
         y0 = int((size - h) * u[15])
         crop = occlude(crop, (x0, y0, w, h), tuple(int(v) for v in r.integers(0, 256, 3)))
     return crop, out, T

@@ -232,7 +232,7 @@ class Landmarker:
     # -- crops ----------------------------------------------------------------------
     def crop(self, image, box) -> Tuple[np.ndarray, np.ndarray]:
         """The network's input crop of ``box`` and its image -> crop transform ``T``."""
-        T = crop_transform(check_box(box), self.size, margin=self.margin)
+        T = crop_transform(check_box(box, "box", image_size=np.shape(image)[:2]), self.size, margin=self.margin)
         return crop_image(image, T, self.size), T
 
     @torch.no_grad()

@@ -33,11 +33,13 @@ Protocol (the 300-W conventions; every choice is a parameter)
   on a uniform grid of step 1e-4 and integrated with the composite Simpson
   rule (``auc_rule="simpson"``, the default); ``auc_rule="trapezoid"``
   (:func:`flmcore.metrics.auc`, the STAR code) is the other published variant.
-  The two differ by less than 1e-3 for any error set.
+  On a step of ``h`` the Simpson value is within :math:`2h/(3T)` of the exact
+  area of the step CED and the trapezoid value within :math:`h/(2T)`: both
+  within 1e-3 of it for ``T >= 0.08``.
 * **Missing predictions** (only :func:`evaluate_predictions` and the
   ``missing`` argument of :func:`evaluate`): a face without a prediction counts
   as a failure -- its NME is set to infinity for FR, AUC and the CED (so it
-  never rises the curve) -- and it is left out of the mean NME; the number of
+  never raises the curve) -- and it is left out of the mean NME; the number of
   missing faces is reported with every row.
 * **Subsets**: ``subsets="auto"`` groups faces by the first path component of
   their dataset name (``helen/100032540_1`` -> ``helen``); the pooled row
@@ -87,10 +89,10 @@ POOLED = "all"
 _SHORT = {"interocular": "io", "interpupil": "ip", "bbox": "box", "diagonal": "diag", "face_box": "face box"}
 _AXIS = {"interocular": "inter-ocular", "interpupil": "inter-pupil", "bbox": "box",
          "diagonal": "box diagonal", "face_box": "face box"}
-_NORM_TEXT = {"interocular": "the inter-ocular distance (outer eye corners)",
-              "interpupil": "the inter-pupil distance (eye centres)",
+_NORM_TEXT = {"interocular": "inter-ocular distance (outer eye corners)",
+              "interpupil": "inter-pupil distance (eye centres)",
               "bbox": "sqrt(w*h) of the ground-truth landmark box",
-              "diagonal": "the diagonal of the ground-truth landmark box",
+              "diagonal": "diagonal of the ground-truth landmark box",
               "face_box": "sqrt(w*h) of the face rectangle"}
 
 
@@ -309,8 +311,8 @@ class EvaluationResult:
             cells += [fmt(r[_thr_key("fr", t)], 2) for t in self.thresholds]
             cells += [fmt(r[_thr_key("auc", t)], 4) for t in self.thresholds]
             lines.append("| " + " | ".join(cells) + " |")
-        norms = "; ".join(f"{_SHORT.get(n, n)} = {_NORM_TEXT.get(n, n)}" for n in self.norms)
-        legend = (f"NME: mean over faces with a prediction, % of the normaliser ({norms}). "
+        norms = "; ".join(f"{_SHORT.get(n, n)}: {_NORM_TEXT.get(n, n)}" for n in self.norms)
+        legend = (f"NME: mean over faces with a prediction, in % of the normaliser ({norms}). "
                   f"FR@T: % of faces with {_AXIS[self.ced_norm]} NME > T/100; AUC@T: area under the "
                   f"{_AXIS[self.ced_norm]} CED from 0 to T/100 divided by T/100 ({self.auc_rule} rule, "
                   f"step {AUC_STEP:g}).")
@@ -346,10 +348,11 @@ def _check_norms(norms, name="norms") -> Tuple[str, ...]:
 
 
 def _check_thresholds(thresholds) -> Tuple[float, ...]:
-    arr = check_array(np.atleast_1d(np.asarray(thresholds, dtype=object if isinstance(thresholds, str) else None)),
-                      "thresholds", ndim=1)
+    arr = check_array(np.atleast_1d(thresholds), "thresholds", ndim=1)
     if (arr <= 0).any() or (arr > 1).any():
         raise ValueError(f"thresholds must be unitless NMEs in (0, 1] (e.g. 0.08, 0.1), got {arr.tolist()}")
+    if np.unique(arr).size != arr.size:
+        raise ValueError(f"thresholds must not repeat a value, got {arr.tolist()}")
     return tuple(float(t) for t in arr)
 
 
@@ -723,7 +726,7 @@ def plot_ced(results, path: PathLike, *, labels: Optional[Sequence[str]] = None,
     """Write a PNG of the cumulative error distributions of one or more results.
 
     The curve of a result is :math:`\\mathrm{CED}(e) = \\#\\{b: \\mathrm{NME}_b \\le e\\}/N`
-    of its ``ced_norm`` NME (faces without a prediction never rise it), drawn
+    of its ``ced_norm`` NME (faces without a prediction never raise it), drawn
     in percent of the normaliser up to ``max_error``; dotted lines mark the
     thresholds.  The legend (beside the axes, never over the curves) gives each
     method's mean NME and AUC at the largest threshold; a caption under the
@@ -819,7 +822,7 @@ def plot_ced(results, path: PathLike, *, labels: Optional[Sequence[str]] = None,
         ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=9, frameon=False)
     caption = ("CED of the " + ("pooled faces" if subset == POOLED else f"subset {subset!r}") +
-               f"; NME normalised by {_NORM_TEXT[norm]}; dotted: thresholds.\n" + "; ".join(n_text))
+               f"; NME normalised by the {_NORM_TEXT[norm]}; dotted: thresholds.\n" + "; ".join(n_text))
     fig.text(0.01, -0.02, caption, ha="left", va="top", fontsize=9, color="0.25", wrap=True)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -152,3 +152,18 @@ def test_shipped_model_on_real_photos_with_several_faces():
         io = np.linalg.norm(shapes[:, 36] - shapes[:, 45], axis=-1)
         errs += list(np.linalg.norm(out["points"] - shapes, axis=-1).mean(-1) / io)
     assert np.median(errs) < 0.10
+
+
+def test_detector_boxes_are_mapped_then_refined(fixed_lm, photo):
+    """box_kind="<detector>": the box is mapped by the detector's fitted BoxMapper, then refined once."""
+    from flmcore.detect import BoxMapper
+
+    lm, pts = fixed_lm
+    det = np.array([[50.0, 40.0, 150.0, 140.0]])
+    mapped = BoxMapper.for_detector("opencv").predict(det)[0]
+    first = crop_to_image(pts, mapped)
+    lbox = [first[:, 0].min(), first[:, 1].min(), first[:, 0].max(), first[:, 1].max()]
+    out = predict_image(lm, photo, det, box_kind="opencv")
+    np.testing.assert_allclose(out["points"][0], crop_to_image(pts, lbox), atol=1e-9)
+    with pytest.raises(ValueError, match="box_kind"):
+        predict_image(lm, photo, det, box_kind="nosuch")

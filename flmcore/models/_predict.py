@@ -133,9 +133,13 @@ def predict_batch(model, images: Sequence[np.ndarray], boxes: Sequence[Optional[
             if b.shape[1:] != (4,):
                 raise ValueError(f"boxes must have shape (K, 4) of [x0, y0, x1, y1], got {b.shape}")
             if box_kind != "landmark":
-                from ..detect import to_landmark_boxes
+                from ..detect import BoxMapper, METHODS
 
-                b = to_landmark_boxes(b, box_kind)
+                if box_kind not in METHODS or box_kind == "auto":
+                    raise ValueError(f"box_kind must be 'landmark' or a detector name "
+                                     f"({', '.join(m for m in METHODS if m != 'auto')}), got {box_kind!r}")
+                if len(b):
+                    b = BoxMapper.for_detector(box_kind).predict(b)
             lboxes.append(b)
             scores.append(np.full(len(b), np.nan))
             from_detector.append(box_kind != "landmark")

@@ -152,3 +152,13 @@ def test_one_source_onto_a_batch_of_targets(backend):
     np.testing.assert_allclose(T.scale, [2.0, 1.0, 0.5], rtol=1e-12)
     with pytest.raises(ValueError, match="src and dst batch sizes must match or be 1, got 2 and 3"):
         align(np.stack([SRC, SRC]), dst)
+
+
+def test_degenerate_source_or_target_named(backend):
+    flat = np.full_like(SRC, 3.0)
+    with pytest.raises(ValueError, match=r"shape index \[0\]: dst is degenerate"):
+        align(SRC, flat)
+    with pytest.raises(ValueError, match=r"shape index \[1\]: src is degenerate"):
+        align(np.stack([SRC, flat]), SRC)
+    with pytest.raises(ValueError, match="fewer than 2 points with non-zero weight"):
+        align(SRC, SRC * 2, weights=np.eye(6)[0])

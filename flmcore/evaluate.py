@@ -4,8 +4,9 @@ Nothing here imports torch: predictions come in as arrays (or as a JSON file of
 predictions, so that the outputs of any tool -- flmcore, dlib, a paper's code --
 are scored by exactly the same code).
 
-Protocol (the 300-W conventions; every choice is a parameter)
---------------------------------------------------------------
+**Protocol** (the 300-W conventions; every choice is a parameter; the guide
+``docs/guide/evaluate.rst`` explains why published numbers differ by them):
+
 * **Faces and boxes.**  One prediction per annotated face.  flmcore's own
   models crop each face from its *landmark box* (the tight box of the annotated
   points, :func:`flmcore.crop.landmark_box`) with a margin of 1.25 (the crop

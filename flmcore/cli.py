@@ -65,8 +65,8 @@ def _no_data_message(needed: List[str], data_dir: Optional[Path]) -> str:
 
 def cmd_demo(args) -> int:
     """Run the demo parts on real faces and write ``report.md`` with figures."""
-    from flmcore.data import sample_available, use_data_dir
-    from flmcore.train.demos import NEEDS, PARTS
+    from flmcore.data import use_data_dir
+    from flmcore.train.demos import NEEDS, PARTS, plan
 
     parts = args.parts or list(PARTS)
     unknown = [p for p in parts if p not in PARTS]
@@ -77,39 +77,35 @@ def cmd_demo(args) -> int:
     if data_dir is not None and not data_dir.is_dir():
         _error("demo", f"--data {data_dir} is not a folder")
         return EXIT_USAGE
-    with (use_data_dir(data_dir) if data_dir is not None else nullcontext()):
-        needed = sorted({n for p in parts for n in NEEDS.get(p, ())})
-        have = {n: sample_available(n) for n in needed}
-    runnable = [p for p in parts if all(have[n] for n in NEEDS.get(p, ()))]
+    runnable, reasons = plan(parts, data_dir)
     if not runnable:
+        needed = sorted({n for p in parts for n in NEEDS.get(p, ())})
         _error("demo", _no_data_message(needed, data_dir))
         return EXIT_NO_DATA
-    for p in parts:
-        if p not in runnable:
-            miss = ", ".join(f"{n}.npz" for n in NEEDS[p] if not have[n])
-            _error("demo", f"skipping part {p}: it needs {miss} in {data_dir}")
+    for p, why in reasons.items():
+        _error("demo", f"skipping part {p}: {why}")
     from flmcore._plotting import budget_note, figure_style
 
     note = (f"flmcore demo{' --quick' if args.quick else ''}, seed {args.seed}: "
             f"{'reduced' if args.quick else 'demo'} budget; the README's numbers come from longer runs")
     with (use_data_dir(data_dir) if data_dir is not None else nullcontext()), figure_style(), budget_note(note):
-        return _run_demo(args, runnable, data_dir)
+        return _run_demo(args, runnable, data_dir, skipped=reasons)
 
 
-def _run_demo(args, parts: List[str], data_dir: Optional[Path]) -> int:
+def _run_demo(args, parts: List[str], data_dir: Optional[Path], skipped: Optional[dict] = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
     from tqdm.auto import tqdm
 
     from flmcore import __version__
-    from flmcore.train.demos import DemoContext
+    from flmcore.train.demos import PARTS, DemoContext
 
+    skipped = dict(skipped or {})
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    # data_dir=None: every part reads through flmcore.data.load_sample, which the
-    # caller pointed at --data DIR (use_data_dir) when one was given.
-    ctx = DemoContext(out_dir=out, data_dir=None, quick=args.quick, seed=args.seed,
+    # every part reads DIR (its npz files, or an iBUG folder where it can), never the bundled sample
+    ctx = DemoContext(out_dir=out, data_dir=data_dir, quick=args.quick, seed=args.seed,
                       progress=_progress_factory(not args.no_progress))
     sections: List[str] = []
     failed: List[str] = []
@@ -127,10 +123,14 @@ def _run_demo(args, parts: List[str], data_dir: Optional[Path]) -> int:
                 traceback.print_exc()
             _error("demo", f"part {name} failed: {type(exc).__name__}: {exc}")
             sections.append(f"## {name}\n\nThis part failed: `{type(exc).__name__}: {exc}`\n")
+    order = {p: i for i, p in enumerate(PARTS)}
+    for name in sorted(skipped, key=lambda p: order.get(p, len(order))):
+        sections.append(f"## {name}\n\nNot run: {skipped[name]}.\n")
     budget = "reduced budgets (--quick)" if args.quick else "demo budgets (shorter than the README's runs)"
     header = (f"# flmcore demo report\n\nflmcore {__version__}, Python {platform.python_version()}, "
               f"{os.cpu_count()} CPU(s), seed {args.seed}, {budget}. Data: "
-              f"{'bundled sample (flmcore.data.load_sample)' if data_dir is None else data_dir}.\n")
+              f"{'bundled sample (flmcore.data.load_sample)' if data_dir is None else f'--data {data_dir}'}"
+              f"{'; parts not run: ' + ', '.join(skipped) if skipped else ''}.\n")
     report = out / "report.md"
     report.write_text(header + "\n" + "\n".join(sections))
     print(f"report: {report}")
@@ -139,6 +139,9 @@ def _run_demo(args, parts: List[str], data_dir: Optional[Path]) -> int:
     if failed:
         _error("demo", f"parts that failed: {', '.join(failed)} (FLMCORE_DEBUG=1 shows tracebacks)")
         return EXIT_FAILED
+    if skipped:
+        _error("demo", f"parts not run for lack of data: {', '.join(skipped)} (see the report)")
+        return EXIT_NO_DATA
     return EXIT_OK
 
 
@@ -324,10 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "or --data DIR) and write OUT/report.md with PNG figures.",
         epilog=f"parts: {parts}. Without a source checkout (a wheel install) pass --data DIR, a folder of "
                "helen_pairs.npz, helen68_shapes.npz and aflw2000.npz in the format of "
-               "flmcore.data.load_sample (a part whose files are missing is skipped). " + _EPILOG)
+               "flmcore.data.load_sample; pipnet and lddmm also run on an iBUG folder (images + .pts). "
+               "A part that cannot use DIR is not run (never the bundled sample instead): the report "
+               "says so and the exit code is 3. " + _EPILOG)
     d.add_argument("--out", default="flmcore_out", help="output folder (default: ./flmcore_out)")
     d.add_argument("--data", default=None, metavar="DIR",
-                   help="folder of <name>.npz sample files to use instead of the bundled sample")
+                   help="folder of <name>.npz sample files, or an iBUG folder (images + .pts) for pipnet and "
+                        "lddmm, used instead of the bundled sample")
     d.add_argument("--quick", action="store_true", help="smaller budgets (seconds per part)")
     d.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")

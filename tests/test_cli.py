@@ -107,7 +107,8 @@ def test_demo_without_sample_gives_clear_message(tmp_path, monkeypatch, capsys):
 
 
 def test_demo_data_dir_feeds_load_sample(tmp_path, monkeypatch, capsys):
-    """``--data DIR`` with ``DIR/helen_pairs.npz``: parts read it via load_sample; others are skipped."""
+    """``--data DIR`` with ``DIR/helen_pairs.npz``: parts read it; a part whose files DIR lacks is
+    not run, says so in the report and makes the command exit 3 (never the bundled sample)."""
     np.savez(tmp_path / "helen_pairs.npz", shapes68=np.zeros((3, 68, 2)))
     seen = {}
 
@@ -115,6 +116,8 @@ def test_demo_data_dir_feeds_load_sample(tmp_path, monkeypatch, capsys):
         from flmcore.data import load_sample
 
         seen["shape"] = load_sample("helen_pairs")["shapes68"].shape
+        seen["ctx"] = ctx.load("helen_pairs")["shapes68"].shape
+        seen["source"] = ctx.source("helen_pairs")
         return "## fake\n\nok"
 
     fake = types.ModuleType("flmcore.train.demos.ssr")
@@ -123,10 +126,46 @@ def test_demo_data_dir_feeds_load_sample(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     rc = main(["demo", "--out", str(out), "--no-progress", "--data", str(tmp_path), "ssr", "geometry"])
     captured = capsys.readouterr()
-    assert rc == 0, captured.err
-    assert seen["shape"] == (3, 68, 2)
-    assert "skipping part geometry" in captured.err
-    assert "fake" in (out / "report.md").read_text()
+    assert rc == 3, captured.err
+    assert seen["shape"] == seen["ctx"] == (3, 68, 2)
+    assert str(tmp_path) in seen["source"]
+    assert "skipping part geometry" in captured.err and "helen68_shapes.npz" in captured.err
+    report = (out / "report.md").read_text()
+    assert "fake" in report
+    assert "## geometry\n\nNot run:" in report and "never substitutes the bundled sample" in report
+
+
+def test_demo_plan_accepts_ibug_folder_for_pipnet_and_lddmm(tmp_path):
+    from flmcore.train.demos import PARTS, load_part, plan
+
+    (tmp_path / "a.pts").write_text("version: 1\nn_points: 68\n{\n" + "1 1\n" * 68 + "}\n")
+    runnable, reasons = plan(PARTS, tmp_path)
+    assert runnable == ["lddmm", "pipnet"]
+    assert set(reasons) == {"geometry", "ssr", "cascade", "atf"}
+    assert all(str(tmp_path) in r for r in reasons.values())
+    with pytest.raises(FileNotFoundError, match="helen_pairs.npz"):
+        load_part("helen_pairs", tmp_path)  # no fallback to the bundled sample
+
+
+def test_demo_skipped_parts_exit_nonzero_with_report(tmp_path, monkeypatch, capsys):
+    """An iBUG folder: pipnet runs on it; the parts that need npz files are reported as not run."""
+    (tmp_path / "a.pts").write_text("version: 1\nn_points: 68\n{\n" + "1 1\n" * 68 + "}\n")
+    seen = {}
+
+    def run(ctx):
+        seen["data_dir"] = ctx.data_dir
+        return "## fake pipnet\n\nok"
+
+    fake = types.ModuleType("flmcore.train.demos.pipnet")
+    fake.run = run
+    monkeypatch.setitem(sys.modules, "flmcore.train.demos.pipnet", fake)
+    out = tmp_path / "out"
+    rc = main(["demo", "--out", str(out), "--no-progress", "--data", str(tmp_path), "pipnet", "ssr"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "skipping part ssr" in err and "parts not run for lack of data: ssr" in err
+    assert seen["data_dir"] == tmp_path.resolve()
+    report = (out / "report.md").read_text()
+    assert "fake pipnet" in report and "## ssr\n\nNot run:" in report and "parts not run: ssr" in report
 
 
 def test_demo_part_failure_is_one_line(tmp_path, monkeypatch, capsys):

@@ -29,7 +29,7 @@ from ..nn._drn import DRNCascade
 from ..sift import OPENCV_SMOOTH
 from ..ssr import SchemeUnion, lars_lasso, shapes_to_design
 
-__all__ = ["DRNSSRResult", "fit_drn_ssr"]
+__all__ = ["DRNSSRResult", "fit_drn_ssr", "drn_ssr_init"]
 
 
 @dataclass
@@ -81,6 +81,69 @@ def _fit_H(U_i: np.ndarray, pred: np.ndarray, own: np.ndarray, p: int, tau: floa
 
 def _apply_H(H: np.ndarray, U_i: np.ndarray) -> np.ndarray:
     return np.einsum("qp,npc->nqc", H, U_i + 0.5) - 0.5
+
+
+def drn_ssr_init(shapes, boxes, predicted, schemes: Sequence, dataset: int, *, tau: float = 1.4,
+                 num_threads: Optional[int] = None) -> np.ndarray:
+    """``H_i`` of the two-step 'Deep+Sparse' baseline (DRN-SSR §4.2.1), for ``H_init`` of :func:`fit_drn_ssr`.
+
+    Dataset ``i``'s own points map to themselves (the identity rows ``E``); every
+    union point that scheme ``i`` lacks gets the L1-constrained least-squares row of
+    eq. (12-14) that best reproduces ``predicted`` (e.g. another scheme's model run
+    on dataset ``i``'s faces) from dataset ``i``'s own landmarks, in face-box units.
+
+    Parameters
+    ----------
+    shapes : (N, p_i, 2)
+        Dataset ``i``'s landmarks in pixels.
+    boxes : (N, 4)
+        Face boxes ``(x0, y0, x1, y1)``.
+    predicted : (N, p, 2)
+        Union landmarks in pixels (union order of :class:`flmcore.ssr.SchemeUnion`);
+        only the rows of the points scheme ``i`` lacks are used (others may be NaN).
+    schemes : sequence of str or Scheme
+        The schemes of :func:`fit_drn_ssr`.
+    dataset : int
+        ``i``.
+    tau : float
+        L1 budget of every row (eq. 7).
+    num_threads : int, optional
+        Threads of the LARS kernel.
+
+    Returns
+    -------
+    ndarray, shape (p, p_i)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flmcore.data import load_sample
+    >>> from flmcore.ssr import SchemeUnion
+    >>> d = load_sample("helen_pairs")
+    >>> u = SchemeUnion.from_schemes(["ibug68", "helen_zhou29"])
+    >>> guess = np.full((40, u.n_union_, 2), np.nan)
+    >>> guess[:, u.index_[1]] = d["shapes29"][:40]          # the 29 points of the same faces
+    >>> box = np.tile([0.0, 0.0, 128.0, 128.0], (40, 1))
+    >>> drn_ssr_init(d["shapes68"][:40], box, guess, ["ibug68", "helen_zhou29"], 0).shape
+    (76, 68)
+    """
+    union = SchemeUnion.from_schemes([getattr(s, "name", s) for s in schemes])
+    i = check_int(dataset, "dataset", min_value=0)
+    if i >= len(union.index_):
+        raise ValueError(f"dataset must be < {len(union.index_)} (the number of schemes), got {i}")
+    S = check_shapes(shapes, "shapes", batch=True, n_points=union.n_points[i])
+    b = check_boxes(boxes, S.shape[0], name="boxes")
+    P = np.asarray(predicted, dtype=np.float64)
+    if P.shape != (S.shape[0], union.n_union_, 2):
+        raise ValueError(f"predicted must have shape ({S.shape[0]}, {union.n_union_}, 2), got {P.shape}")
+    own = np.asarray(union.index_[i])
+    other = np.setdiff1d(np.arange(union.n_union_), own)
+    if not np.isfinite(P[:, other]).all():
+        raise ValueError(f"predicted must be finite at the union points that the scheme of dataset {i} lacks")
+    P = P.copy()
+    P[:, own] = 0.0
+    tau = check_nonnegative(tau, "tau", finite=True)
+    return _fit_H(to_box_units(S, b), to_box_units(P, b), own, union.n_union_, tau, num_threads)
 
 
 def fit_drn_ssr(datasets: Sequence, schemes: Sequence, *, n_stages: int = 4,

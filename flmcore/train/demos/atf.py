@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
@@ -30,15 +30,6 @@ __all__ = ["run", "prepare_helen", "run_atf_experiment", "run_loss_experiment", 
 # ------------------------------------------------------------------------------------------------
 # data
 # ------------------------------------------------------------------------------------------------
-def _load(name: str, data_dir: Optional[Path]):
-    if data_dir is not None and (Path(data_dir) / f"{name}.npz").is_file():
-        with np.load(Path(data_dir) / f"{name}.npz") as z:
-            return {k: z[k] for k in z.files}
-    from flmcore.data import load_sample
-
-    return load_sample(name)
-
-
 def prepare_helen(data: dict, *, size: int = 64, n_test: int = 54, seed: int = 0) -> dict:
     """Downscale the HELEN pair crops and split them into test / 68-only / 29-only parts.
 
@@ -378,7 +369,7 @@ def run(ctx) -> str:
     torch.set_num_threads(1)  # tiny convolutions: extra threads only contend on a shared machine
     try:
         t0 = time.perf_counter()
-        helen = prepare_helen(_load("helen_pairs", ctx.data_dir), size=64, seed=ctx.seed)
+        helen = prepare_helen(ctx.load("helen_pairs"), size=64, seed=ctx.seed)
         ep = 2 if ctx.quick else 10
         atf = run_atf_experiment(helen, epochs=ep, novel_epochs=max(1, ep // 3), seed=ctx.seed,
                                  auto_pairs=not ctx.quick, joint=not ctx.quick, progress=ctx.progress)
@@ -387,13 +378,18 @@ def run(ctx) -> str:
                                    progress=ctx.progress)
         out = Path(ctx.out_dir)
         plot_losses(lres, out / "atf_losses.png")
-        pres = run_pose_balance(_load("aflw2000", ctx.data_dir), seed=ctx.seed)
+        pres = run_pose_balance(ctx.load("aflw2000"), seed=ctx.seed)
         plot_pose(pres, out / "atf_pose_bins.png")
     finally:
         torch.set_num_threads(threads)
     dt = time.perf_counter() - t0
     return "\n".join([
         "## Multi-dataset training (ATF), landmark losses, pose balancing",
+        "",
+        f"Data: {ctx.source('helen_pairs', 'aflw2000')}. Public calls: `flmcore.train.fit_atf`, "
+        "`ATDPSampler`, `PoseBalancedSampler`, `flmcore.nn.models.MultiBranch`, `flmcore.nn.MixedBranchLoss` and "
+        "the losses of `flmcore.nn`, through `flmcore.train.demos.atf.run_atf_experiment` / "
+        "`run_loss_experiment` / `run_pose_balance`.",
         "",
         f"HELEN crops at 64x64: {len(helen['part68'])} faces keep only their 68 labels, "
         f"{len(helen['part29'])} only their 29 labels, {len(helen['test'])} are held back. "
@@ -435,6 +431,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--only", choices=("atf", "losses", "pose"), nargs="+", default=["atf", "losses", "pose"])
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for this tiny CNN)")
+    from flmcore.train.demos import load_part
+
     ap.add_argument("--json", default=None, help="also write every result (curves included) to this file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -443,7 +441,7 @@ def main(argv=None) -> dict:
     res: dict = {}
     ep = args.epochs or (40 if args.full else 8)
     for seed in args.seeds:
-        helen = prepare_helen(_load("helen_pairs", None), size=64, seed=seed)
+        helen = prepare_helen(load_part("helen_pairs"), size=64, seed=seed)
         if "atf" in args.only:
             r = run_atf_experiment(helen, epochs=ep, novel_epochs=max(2, ep // 4), seed=seed)
             print(f"\n### ATF, seed {seed}, {ep} epochs, pairs {r['pairs']}\n")
@@ -456,7 +454,7 @@ def main(argv=None) -> dict:
             res.setdefault("losses", []).append(r)
             plot_losses(r, out / f"atf_losses{'' if seed == args.seeds[0] else f'_seed{seed}'}.png")
     if "pose" in args.only:
-        r = run_pose_balance(_load("aflw2000", None))
+        r = run_pose_balance(load_part("aflw2000"))
         print("\n### pose bins (AFLW2000, 68 points)\n", r)
         plot_pose(r, out / "atf_pose_bins.png")
         res["pose"] = r

@@ -1,5 +1,10 @@
 """Demo: SDM, 'Deep', 'Deep+Sparse' and DRN-SSR on HELEN faces labelled in two schemes (§4.2.1).
 
+Public calls only: :class:`flmcore.cascade.SDM`, :class:`flmcore.nn.models.DRNCascade`,
+:func:`flmcore.train.drn_ssr_init` + :func:`flmcore.train.fit_drn_ssr` (two-step
+'Deep+Sparse') and :func:`flmcore.train.fit_drn_ssr` (coupled DRN-SSR); :func:`experiment`
+is the protocol, callable on any ``helen_pairs``-like data (images + both label sets).
+
 The 234 bundled HELEN crops carry both iBUG-68 and Zhou's 29-point labels.  They are split
 into a part that keeps only its 68-point labels, a part that keeps only its 29-point
 labels and a test part with both; every method is scored on the union of the two schemes
@@ -8,7 +13,7 @@ labels and a test part with both; every method is scored on the union of the two
 from __future__ import annotations
 
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -22,11 +27,16 @@ def _union_truth(union, s68, s29):
     return out
 
 
-def experiment(*, size: str = "full", seed: int = 0, progress=None, num_threads=None) -> Dict:
-    """Run the §4.2.1 protocol on the bundled ``helen_pairs``; returns errors and predictions.
+def experiment(data: Optional[Dict] = None, *, size: str = "full", seed: int = 0, progress=None,
+               num_threads=None) -> Dict:
+    """Run the §4.2.1 protocol on ``helen_pairs``-like data; returns errors and predictions.
 
     Parameters
     ----------
+    data : dict, optional
+        ``images`` (N, H, W) uint8 face crops, ``shapes68`` (N, 68, 2), ``shapes29``
+        (N, 29, 2); default :func:`flmcore.data.load_sample` ``("helen_pairs")``.
+        N must exceed the split sizes below.
     size : {"quick", "demo", "full"}
         ``"full"``: 90 / 90 / 54 faces, 4 stages (80, 80, 140, 140 px), hidden (128, 64),
         3 perturbations, 40 L-BFGS iterations (a few minutes on 2 cores; the docs table);
@@ -53,21 +63,21 @@ def experiment(*, size: str = "full", seed: int = 0, progress=None, num_threads=
     # the networks here are small: one intra-op thread avoids wake-up latency on busy machines
     torch.set_num_threads(1)
     try:
-        return _experiment(size, seed, progress, num_threads)
+        return _experiment(data, size, seed, progress, num_threads)
     finally:
         torch.set_num_threads(saved_threads)
 
 
-def _experiment(size, seed, progress, num_threads):
-    from flmcore.cascade import SDM, to_box_units
+def _experiment(d, size, seed, progress, num_threads):
+    from flmcore.cascade import SDM
     from flmcore.data import load_sample
     from flmcore.metrics import nme
     from flmcore.nn.models import DRNCascade
     from flmcore.ssr import SchemeUnion
-    from flmcore.train import fit_drn_ssr
-    from flmcore.train._drn_ssr import _fit_H
+    from flmcore.train import drn_ssr_init, fit_drn_ssr
 
-    d = load_sample("helen_pairs")
+    if d is None:
+        d = load_sample("helen_pairs")
     images, s68, s29 = d["images"], d["shapes68"], d["shapes29"]
     n = images.shape[0]
     perm = np.random.default_rng(seed).permutation(n)
@@ -84,6 +94,8 @@ def _experiment(size, seed, progress, num_threads):
         n_a, n_b, n_t = 90, 90, 54
         cfg = dict(n_stages=4, face_sizes=(80, 80, 140, 140), hidden=(128, 64), n_perturbations=3, max_iter=40,
                    sdm_stages=4)
+    if n < n_a + n_b + n_t:
+        raise ValueError(f"size={size!r} needs {n_a + n_b + n_t} faces, the data has {n}")
     ia, ib, it = perm[:n_a], perm[n_a:n_a + n_b], perm[n - n_t:]
     box = np.tile([0.0, 0.0, float(images.shape[2]), float(images.shape[1])], (n, 1))
     union = SchemeUnion.from_schemes(["ibug68", "helen_zhou29"])
@@ -114,10 +126,10 @@ def _experiment(size, seed, progress, num_threads):
             # refined once by sparse shape regression, then one union model on these targets
             H0 = []
             for i, (idx, S, other) in enumerate([(ia, s68, 1), (ib, s29, 0)]):
-                guess = np.zeros((len(idx), union.n_union_, 2))
-                guess[:, union.index_[other]] = to_box_units(deep[other].predict(images[idx], box[idx]), box[idx])
-                H0.append(_fit_H(to_box_units(S[idx], box[idx]), guess, np.asarray(union.index_[i]),
-                                 union.n_union_, 1.4, num_threads))
+                guess = np.full((len(idx), union.n_union_, 2), np.nan)
+                guess[:, union.index_[other]] = deep[other].predict(images[idx], box[idx])
+                H0.append(drn_ssr_init(S[idx], box[idx], guess, ["ibug68", "helen_zhou29"], i, tau=1.4,
+                                       num_threads=num_threads))
             res = fit_drn_ssr([(images[ia], s68[ia], box[ia]), (images[ib], s29[ib], box[ib])],
                               ["ibug68", "helen_zhou29"], H_init=H0, alternate=False, progress=False,
                               **common, **fit_kw)
@@ -174,11 +186,14 @@ def run(ctx) -> str:
     """``flmcore demo`` part: the §4.2.1 comparison on the bundled HELEN pairs."""
     from flmcore.metrics import auc
 
-    res = experiment(size="quick" if ctx.quick else "demo", seed=ctx.seed, progress=ctx.progress)
+    res = experiment(ctx.load("helen_pairs"), size="quick" if ctx.quick else "demo", seed=ctx.seed,
+                     progress=ctx.progress)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     _figure(res, ctx.out_dir / "cascade_ced.png", ctx.out_dir / "cascade_pred.png")
     c = res["config"]
     lines = ["## Cascaded regression on shape-indexed SIFT: SDM, Deep, Deep+Sparse, DRN-SSR", "",
+             f"Data: {ctx.source('helen_pairs')}. `flmcore.train.demos.cascade.experiment` "
+             f"(SDM, DRNCascade, drn_ssr_init, fit_drn_ssr). "
              f"HELEN crops: {c['n_68_only']} faces keep only 68-point labels, {c['n_29_only']} only 29-point "
              f"labels, {c['n_test']} test faces have both; scored on the 76-point union "
              f"({c['n_stages']} stages, hidden {c['hidden']}, faces {c['face_sizes']} px).", "",

@@ -2,7 +2,8 @@
 
 Uses the bundled sample (``helen68_shapes``: 870 HELEN faces with iBUG-68 labels;
 ``aflw2000``: AFLW2000-3D with the AFLW-21 labels, the manual 68-point
-re-annotation and |yaw|), or ``<data_dir>/<name>.npz`` files with the same keys.
+re-annotation and |yaw|), or ``<data_dir>/<name>.npz`` files with the same keys (never the
+sample when ``data_dir`` is given).
 
 1. GPA of the HELEN shapes and of the AFLW-21 shapes (NaN-masked missing points).
 2. Pose bins (Rayhan et al. §3.2) on the AFLW2000 68-point shapes; how well the
@@ -22,20 +23,10 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 __all__ = ["run", "main"]
-
-
-def _load(name: str, data_dir: Optional[Path]):
-    if data_dir is not None and (Path(data_dir) / f"{name}.npz").is_file():
-        with np.load(Path(data_dir) / f"{name}.npz") as z:
-            return {k: z[k] for k in z.files}
-    from flmcore.data import load_sample
-
-    return load_sample(name)
 
 
 def _spearman(a, b):
@@ -112,8 +103,8 @@ def run(ctx) -> str:
     steps = ["load", "gpa", "pose bins", "anisotropic", "metrics", "figure"]
     it = iter(ctx.progress(steps, desc="geometry"))
     next(it)
-    helen = np.asarray(_load("helen68_shapes", ctx.data_dir)["shapes"], dtype=np.float64)
-    aflw = _load("aflw2000", ctx.data_dir)
+    helen = np.asarray(ctx.load("helen68_shapes")["shapes"], dtype=np.float64)
+    aflw = ctx.load("aflw2000")
     p21 = np.asarray(aflw["pts21"], dtype=np.float64)
     p68 = np.asarray(aflw["pts68"], dtype=np.float64)
     yaw = np.abs(np.asarray(aflw["yaw"], dtype=np.float64))
@@ -190,7 +181,9 @@ def run(ctx) -> str:
     md = [
         "## Geometry: Procrustes, pose bins, anisotropic weights, metrics",
         "",
-        f"Real shapes from the bundled sample: {len(helen)} HELEN faces (iBUG-68; {len(train)} for the "
+        f"Data: {ctx.source('helen68_shapes', 'aflw2000')}. Public calls only: "
+        "`flmcore.procrustes`, `flmcore.pose`, `flmcore.anisotropic`, `flmcore.metrics`. "
+        f"Real shapes: {len(helen)} HELEN faces (iBUG-68; {len(train)} for the "
         f"statistics, {len(test)} held out) and {len(p21)} AFLW2000 faces (AFLW-21 with "
         f"{miss21:.1%} missing points, the manual 68-point re-annotation and |yaw|).",
         "",

@@ -51,26 +51,25 @@ def sparse_indices(scheme="ibug68", keep_whole: Sequence[str] = ("eye_left", "ey
 
 
 def load_helen68(data_dir: Optional[Path] = None) -> np.ndarray:
-    """The 870 HELEN iBUG-68 training shapes (0-based pixels): the bundled sample, else
-    ``data_dir`` (a ``300w_helen_trainset_68pt`` folder or its parent) read from its .pts files."""
-    if data_dir is None:
-        try:
-            from flmcore.data import load_sample
-            return load_sample("helen68_shapes")["shapes"]
-        except Exception:  # sample not built / not shipped: fall back to the shared data folder
-            data_dir = Path(__file__).resolve().parents[3] / "shared" / "data"
+    """iBUG-68 shapes (0-based pixels): the bundled sample's 870 HELEN training shapes, else
+    ``data_dir``'s ``helen68_shapes.npz``, else every ``.pts`` file below ``data_dir`` (a
+    ``300w_helen_trainset_68pt`` folder or its parent, any iBUG folder; 1-based files)."""
+    if data_dir is None:  # the bundled sample (or FLMCORE_DATA); a wheel install says how to get it
+        from flmcore.data import load_sample
+        return load_sample("helen68_shapes")["shapes"]
     d = Path(data_dir)
+    if (d / "helen68_shapes.npz").is_file():
+        from flmcore.train.demos import load_part
+
+        return np.asarray(load_part("helen68_shapes", d)["shapes"], dtype=np.float64)
     if (d / "300w_helen_trainset_68pt").is_dir():
         d = d / "300w_helen_trainset_68pt"
-    files = sorted((d / "pts").glob("*.pts")) if (d / "pts").is_dir() else sorted(d.glob("*.pts"))
+    files = sorted(d.rglob("*.pts"))
     if not files:
-        raise FileNotFoundError(f"no .pts files under {d}")
-    out = []
-    for f in files:
-        rows = [ln.split() for ln in f.read_text().splitlines()]
-        rows = [r for r in rows if len(r) == 2 and r[0][0] in "0123456789.-"]
-        out.append(np.array(rows, dtype=np.float64) - 1.0)  # iBUG files are 1-based
-    return np.stack(out)
+        raise FileNotFoundError(f"no helen68_shapes.npz and no .pts files under {d}")
+    from flmcore.io import read_pts
+
+    return np.stack([read_pts(f, n_points=68) for f in files])
 
 
 def _interp_along_curves(placed, target_kept, kept, scheme):
@@ -383,6 +382,12 @@ def train_lddmm_face(images, shapes68, *, epochs: int = 30, batch_size: int = 32
 def run(ctx) -> str:
     """Sparse-to-dense on real HELEN shapes (figure with kept / hidden / flowed points and a grid)."""
     shapes = load_helen68(ctx.data_dir)
+    if ctx.data_dir is None:
+        source = ctx.source("helen68_shapes")
+    elif (Path(ctx.data_dir) / "helen68_shapes.npz").is_file():
+        source = ctx.source("helen68_shapes")
+    else:
+        source = f"the .pts files of `{ctx.data_dir}` (--data, iBUG 68 points)"
     n = 10 if ctx.quick else 80
     res = sparse_to_dense(shapes, subset=n, rng=ctx.seed, n_steps=5 if ctx.quick else 10,
                           max_iter=30 if ctx.quick else 100, gamma=1e-3, with_ssr=True, with_all_points=False,
@@ -393,7 +398,9 @@ def run(ctx) -> str:
     text = [
         "## LDDMM: sparse-to-dense landmarks",
         "",
-        f"{res['n_faces']} real HELEN 68-point faces (2-fold: the GPA mean face and the SSR baseline are fitted "
+        f"Data: {source}; `flmcore.train.demos.lddmm.sparse_to_dense` (`flmcore.lddmm.register`, "
+        "`flow_points`, `flmcore.procrustes`, `flmcore.ssr.SparseShapeRegression`). "
+        f"{res['n_faces']} real 68-point faces (2-fold: the GPA mean face and the SSR baseline are fitted "
         f"on the other fold). {len(res['kept'])} points kept (every other point of each curve, eyes whole), "
         f"{len(res['hidden'])} hidden points predicted; NME normalised by the inter-ocular distance.",
         "",

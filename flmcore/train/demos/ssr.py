@@ -1,7 +1,8 @@
 """Demo part ``ssr``: cross-scheme landmark transfer with sparse shape regression (DRN-SSR eq. 7, 8, 14).
 
 Uses the bundled ``helen_pairs`` sample (234 HELEN face crops with both the iBUG-68 and the
-LFPW-29 labels), or ``<data_dir>/helen_pairs.npz`` with the same keys.
+LFPW-29 labels), or ``<data_dir>/helen_pairs.npz`` with the same keys (never the sample
+when ``data_dir`` is given).  Public calls only (the estimators of :mod:`flmcore.ssr`).
 
 1. A random half of the faces trains :class:`flmcore.ssr.SparseShapeRegression` for
    68 -> 29 and 29 -> 68 at several L1 budgets ``tau`` (and the CV choice); the other
@@ -17,20 +18,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
 __all__ = ["run", "main"]
-
-
-def _load(data_dir: Optional[Path]):
-    if data_dir is not None and (Path(data_dir) / "helen_pairs.npz").is_file():
-        with np.load(Path(data_dir) / "helen_pairs.npz") as z:
-            return {k: z[k] for k in z.files}
-    from flmcore.data import load_sample
-
-    return load_sample("helen_pairs")
 
 
 def _figure(path, images, truth29, pred29, src_train, dst_train, model, target, label):
@@ -79,7 +70,7 @@ def run(ctx) -> str:
     from flmcore.schemes import get_scheme
     from flmcore.ssr import SchemeUnion, SparseShapeRegression, SparseShapeRegressionCV
 
-    d = _load(ctx.data_dir)
+    d = ctx.load("helen_pairs")
     s68, s29, images = d["shapes68"], d["shapes29"], d["images"]
     rng = ctx.rng()
     perm = rng.permutation(s68.shape[0])
@@ -111,6 +102,8 @@ def run(ctx) -> str:
     n_pred = int(np.isin(union.index_[0], union.index_[1], invert=True).sum())
 
     lines = ["## Sparse shape regression: cross-scheme transfer (DRN-SSR)", "",
+             f"Data: {ctx.source('helen_pairs')}. `flmcore.ssr.SparseShapeRegression` / "
+             "`SparseShapeRegressionCV` / `SchemeUnion`. "
              f"HELEN faces with both iBUG-68 and LFPW-29 labels: {tr.size} train / {te.size} test "
              f"(seed {ctx.seed}). NME in % of the target scheme's inter-ocular distance on the test "
              "faces; `nnz` = source points used per target point (Procrustes-normalised fit, "

@@ -101,6 +101,12 @@ def test_pipnet_decoded_matches_torch_dynamic_batch(pipnet, tmp_path):
     assert meta["decode"] is True and meta["merge"] == "exact" and meta["flip_test"] is False
     np.testing.assert_array_equal(meta["neighbor_indices"], net.neighbor_indices.numpy())
     assert onnx_metadata(sess)["map_size"] == (4, 4)
+    import onnx
+
+    proto = onnx.load(path)
+    onnx.checker.check_model(proto)
+    ops = {n.op_type for n in proto.graph.node}  # the decoder is gather/scatter-free (plain operators)
+    assert {"ArgMax", "MatMul"} <= ops and not ops & {"GatherElements", "GatherND", "ScatterND", "ScatterElements"}
 
 
 def test_pipnet_raw_maps_and_numpy_decode(pipnet, tmp_path):
@@ -179,6 +185,8 @@ def test_bad_input_errors(pipnet, tmp_path):
         export_onnx(net, tmp_path / "x.onnx", input_size=SIZE, decode=False, flip_test=True)
     with pytest.raises(ValueError, match="opset"):
         export_onnx(net, tmp_path / "x.onnx", input_size=SIZE, opset=9)
+    with pytest.raises(ValueError, match="metadata must not redefine"):
+        export_onnx(net, tmp_path / "x.onnx", input_size=SIZE, metadata={"scheme": "wflw98"})
     coord, _ = _net("coord")
     with pytest.raises(ValueError, match="decode=False exports the PIPNet head maps"):
         export_onnx(coord, tmp_path / "x.onnx", input_size=SIZE, decode=False)

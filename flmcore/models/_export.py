@@ -286,7 +286,7 @@ def export_onnx(model, path, *, decode: bool = True, opset: int = 17, batch_size
         with ``flip_test`` (default: the Landmarker's setting; ``False`` for a
         bare network).  Needs ``decode=True``.
     metadata : mapping of str to str, optional
-        Extra entries for the file's metadata.
+        Extra entries for the file's metadata (not the keys listed in the Notes).
 
     Returns
     -------
@@ -376,6 +376,9 @@ def export_onnx(model, path, *, decode: bool = True, opset: int = 17, batch_size
             torch.onnx.export(graph, (dummy,), tmp, dynamo=False, opset_version=opset, input_names=["images"],
                               output_names=out_names, dynamic_axes=dynamic, do_constant_folding=True)
         meta = _metadata(kind, net, n_points, size, input_format, decode, merge, flip_test, info, table, out_names)
+        clash = sorted(set(meta) & set(metadata or {}))
+        if clash:
+            raise ValueError(f"metadata must not redefine flmcore's own entries, got {clash}")
         meta.update(metadata or {})
         _write_metadata(tmp, meta)
         os.replace(tmp, p)

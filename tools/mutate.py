@@ -207,7 +207,8 @@ def _run_tests(work: Path, tests: Sequence[str], timeout: float) -> (str, float)
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("module", help="module path relative to the repository root, e.g. flmcore/procrustes.py")
-    ap.add_argument("--tests", nargs="+", help="test files (default: the module's entry in DEFAULT_TESTS)")
+    ap.add_argument("--tests", nargs="+",
+                    help="test files or pytest node ids (default: the module's entry in DEFAULT_TESTS)")
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds per mutant (default: 3 x the unmutated run + 30)")
     ap.add_argument("--max-mutants", type=int, default=None,
@@ -247,7 +248,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tests = args.tests or DEFAULT_TESTS.get(rel)
     if not tests:
         ap.error(f"no default tests for {rel}; pass --tests")
-    tests = [t for t in tests if (REPO / t).exists()]
+    tests = [t for t in tests if (REPO / t.split("::")[0]).exists()]   # files or pytest node ids
 
     with tempfile.TemporaryDirectory(prefix="flm-mutate-") as tmp:
         work = Path(tmp)

@@ -60,7 +60,7 @@ def _no_data_message(needed: List[str], data_dir: Optional[Path]) -> str:
     return (f"no data to run on: {where}.\n"
             "  - from a source checkout:  pip install \"torch==2.13.0\" -e .  &&  flmcore demo\n"
             f"  - or pass a folder of sample files:  flmcore demo --data DIR  (DIR/<name>.npz in the format "
-            f"of flmcore.data.load_sample: {files})")
+            f"of flmcore.data.load_sample: {files}; or an iBUG folder of images + .pts for pipnet and lddmm)")
 
 
 def cmd_demo(args) -> int:

@@ -36,3 +36,18 @@ def test_demo_runs_quick(tmp_path, require_sample):
     assert md.startswith("## LDDMM")
     assert (tmp_path / "lddmm_sparse_to_dense.png").is_file()
     assert "LDDMM (kept control points)" in md and "thin-plate spline" in md
+
+
+def test_load_helen68_reads_npz_or_pts_folders(tmp_path):
+    """``--data DIR``: helen68_shapes.npz first, else every .pts below DIR (1-based files)."""
+    from flmcore.io import write_pts
+
+    shapes = np.random.default_rng(0).uniform(5, 90, (3, 68, 2))
+    for i, s in enumerate(shapes):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        write_pts(tmp_path / "sub" / f"f{i}.pts", s)
+    np.testing.assert_allclose(demo.load_helen68(tmp_path), shapes, atol=1e-3)
+    np.savez(tmp_path / "helen68_shapes.npz", shapes=shapes[:2])
+    assert demo.load_helen68(tmp_path).shape == (2, 68, 2)
+    with pytest.raises(FileNotFoundError, match="no helen68_shapes.npz and no .pts"):
+        demo.load_helen68(tmp_path / "sub2" if (tmp_path / "sub2").mkdir() is None else None)

@@ -26,17 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run", "main"]
+__all__ = ["run", "main", "box_place"]
 
 
-def _spearman(a, b):
-    ra = np.argsort(np.argsort(a)).astype(float)
-    rb = np.argsort(np.argsort(b)).astype(float)
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def _box_place(mean, gt):
-    """Similarity (scale + translation) mapping the mean's box onto each ground-truth box."""
+def box_place(mean, gt):
+    """The baseline 'mean shape in the ground-truth box': ``mean`` (P, 2) scaled (same area)
+    and translated onto each landmark box of ``gt`` (N, P, 2); returns (N, P, 2)."""
     lo, hi = gt.min(1), gt.max(1)
     mlo, mhi = mean.min(0), mean.max(0)
     s = np.sqrt(np.prod(hi - lo, axis=1) / np.prod(mhi - mlo))
@@ -131,7 +126,9 @@ def run(ctx) -> str:
     next(it)
     bins = pose.pose_bins(p68, 9)
     pc1 = bins.projections[:, 0]
-    rho = _spearman(np.abs(pc1 - np.median(pc1)), yaw)
+    from scipy.stats import spearmanr
+
+    rho = float(spearmanr(np.abs(pc1 - np.median(pc1)), yaw)[0])
     yaw_bins = [float(np.median(yaw[bins.labels == k])) if bins.counts[k] else float("nan") for k in range(9)]
     und = pose.balanced_indices(bins.labels, "undersample", rng=rng)
     ovr = pose.balanced_indices(bins.labels, "oversample", rng=rng)
@@ -142,7 +139,7 @@ def run(ctx) -> str:
     mean_px = g_helen.mean * (100.0 / io_mean)            # a face with 100 px inter-ocular distance
     S = anisotropic.weight_matrices(mean_px, ib, covariance=True)
     S_ad = anisotropic.weight_matrices(mean_px, ib, covariance=True, adaptive=True)
-    boxed = _box_place(g_helen.mean, test)
+    boxed = box_place(g_helen.mean, test)
     tan = anisotropic.tangents(test, ib)
     nor = np.stack([-tan[..., 1], tan[..., 0]], -1)
     d = boxed - test
@@ -182,7 +179,8 @@ def run(ctx) -> str:
         "## Geometry: Procrustes, pose bins, anisotropic weights, metrics",
         "",
         f"Data: {ctx.source('helen68_shapes', 'aflw2000')}. Public calls only: "
-        "`flmcore.procrustes`, `flmcore.pose`, `flmcore.anisotropic`, `flmcore.metrics`. "
+        "`flmcore.procrustes`, `flmcore.pose`, `flmcore.anisotropic`, `flmcore.metrics` (the box baseline: "
+        "`flmcore.train.demos.geometry.box_place`). "
         f"Real shapes: {len(helen)} HELEN faces (iBUG-68; {len(train)} for the "
         f"statistics, {len(test)} held out) and {len(p21)} AFLW2000 faces (AFLW-21 with "
         f"{miss21:.1%} missing points, the manual 68-point re-annotation and |yaw|).",

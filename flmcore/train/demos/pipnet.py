@@ -187,6 +187,11 @@ def run(ctx) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
     root, source = _dataset(ctx)
     cfg = demo_config(root, quick=ctx.quick, seed=ctx.seed)
+    ds = LandmarkDataset.from_folder(root, cfg["data"]["scheme"])
+    train_ds, val = ds.split_by_name(cfg["data"]["val_fraction"])  # the split train() holds out
+    if len(val) == 0 or len(train_ds) == 0:
+        raise ValueError(f"{root}: {len(ds)} faces give {len(train_ds)} training / {len(val)} held-out faces "
+                         f"(split by name, val_fraction {cfg['data']['val_fraction']}); use more faces")
     cfg_path = out_dir / "pipnet_config.toml"
     cfg_path.write_text(to_toml(cfg))
     run_dir = out_dir / "pipnet_run"
@@ -205,10 +210,6 @@ def run(ctx) -> str:
     if not (run_dir / "best.pt").is_file():
         raise RuntimeError(f"the run wrote no best.pt ({summary['stopped']} after {summary['epochs_done']} epochs)")
 
-    ds = LandmarkDataset.from_folder(root, cfg["data"]["scheme"])
-    train_ds, val = ds.split_by_name(cfg["data"]["val_fraction"])  # the split train() holds out
-    if len(val) == 0:
-        raise ValueError(f"{root}: the validation split is empty ({len(ds)} faces); use more faces")
     model = load_model(run_dir / "best.pt", device="cpu")
     t0 = time.perf_counter()
     pred, missing = predict_dataset(model, val)
@@ -262,15 +263,16 @@ def run(ctx) -> str:
         f"C = 10 neighbours; best epoch {summary['best_epoch']}); a few epochs only: the numbers show the "
         "pipeline, not the method's accuracy.",
         "",
-        f"The config (`{cfg_path.name}`); the same run and scores from the shell:",
+        f"The config (`{cfg_path.name}`); the same run (same seed, one thread: the same model) and scores "
+        "from the shell, in the output folder:",
         "",
         "```toml",
         to_toml(cfg).rstrip(),
         "```",
         "",
         "```",
-        f"flmcore train {cfg_path.name} pipnet_run" + (f" --time-limit {time_limit:g}" if time_limit else ""),
-        f"flmcore evaluate pipnet_run/best.pt {root} --split val --val-fraction {cfg['data']['val_fraction']}",
+        f"flmcore train {cfg_path.name} my_run" + (f" --time-limit {time_limit:g}" if time_limit else ""),
+        f"flmcore evaluate my_run/best.pt {root} --split val --val-fraction {cfg['data']['val_fraction']}",
         "```",
         "",
         f"Held-out faces (`flmcore.models.predict_dataset`, landmark boxes, {t_pred:.1f} s; "

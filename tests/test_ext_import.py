@@ -53,7 +53,7 @@ def test_numba_compile_notice_only_without_cache(tmp_path, monkeypatch, caplog):
     (tmp_path / "tiny_kernel.py").write_text(
         "from numba import njit\n\n@njit(cache=True)\ndef f(x):\n    return x + 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    # the cache goes to tmp_path/__pycache__ beside the module (fresh for every run)
     monkeypatch.setattr(ext, "_NOTED", set())
     mod = importlib.import_module("tiny_kernel")
     with caplog.at_level(logging.WARNING, logger="flmcore"):

@@ -93,8 +93,8 @@ def test_3ddfa_inf_and_forged_header(tmp_path):
     header = "{'descr': '<f8', 'fortran_order': False, 'shape': (100000, 2, 100000), }"
     header += " " * (118 - len(header)) + "\n"
     f.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + b"\0" * 64)
-    with pytest.raises(ValueError, match=r"header declares an array of shape \(100000, 2, 100000\).* file holds 64 bytes") \
-            as e:
+    msg = r"header declares an array of shape \(100000, 2, 100000\).* file holds 64 bytes"
+    with pytest.raises(ValueError, match=msg) as e:
         io.read_3ddfa_npy(f)
     assert str(f) in str(e.value)
     f.write_bytes(b"\x93NUMPY\x01\x00\x05\x00{'de")  # truncated header: EOF

@@ -68,7 +68,8 @@ def test_per_shape_weights(backend):
         s, R, t = _umeyama(src[b], dst, w[b])
         np.testing.assert_allclose(out[b], s * src[b] @ R.T + t, atol=1e-9)
     np.testing.assert_allclose(align(src, dst, weights=w[:1])[0], align(src, dst, weights=w[0])[0], atol=1e-12)
-    with pytest.raises(ValueError, match=r"weights must have shape \(P,\) or \(B, P\) with P=6, B=2; got shape \(3, 6\)"):
+    msg = r"weights must have shape \(P,\) or \(B, P\) with P=6, B=2; got shape \(3, 6\)"
+    with pytest.raises(ValueError, match=msg):
         align(src, dst, weights=np.ones((3, 6)))
     with pytest.raises(ValueError, match="weights must be >= 0"):
         align(src, dst, weights=-np.ones(6))

@@ -222,8 +222,8 @@ def velocity(const real[:, :, ::1] x, const real[:, :, ::1] a, const int[::1] ge
         _velocity(&x[b, 0, 0], &a[b, 0, 0], P, &gend[0], &ginv[0], kind, &out[b, 0, 0])
 
 
-def flow_forward(const real[:, :, ::1] x0, const real[:, :, :, ::1] mom, int n_steps, const int[::1] gend, const real[::1] ginv,
-                 int kind, real[:, :, :, ::1] traj, real[:, :, ::1] work, int num_threads):
+def flow_forward(const real[:, :, ::1] x0, const real[:, :, :, ::1] mom, int n_steps, const int[::1] gend,
+                 const real[::1] ginv, int kind, real[:, :, :, ::1] traj, real[:, :, ::1] work, int num_threads):
     """Euler flow x_{t+1} = x_t + K(x_t) a_t / T; mom (B, Tm, P, 2) with Tm in {1, T}; traj (B, T+1, P, 2)."""
     cdef Py_ssize_t b
     cdef int t, k, B = x0.shape[0], P = x0.shape[1], Tm = mom.shape[1]
@@ -238,8 +238,9 @@ def flow_forward(const real[:, :, ::1] x0, const real[:, :, :, ::1] mom, int n_s
                 (&traj[b, t + 1, 0, 0])[k] = (&traj[b, t, 0, 0])[k] + h * (&work[b, 0, 0])[k]
 
 
-def flow_backward(const real[:, :, :, ::1] traj, const real[:, :, :, ::1] mom, const real[:, :, :, ::1] gtraj, int n_steps,
-                  const int[::1] gend, const real[::1] ginv, int kind, real[:, :, ::1] gx0, real[:, :, :, ::1] gmom,
+def flow_backward(const real[:, :, :, ::1] traj, const real[:, :, :, ::1] mom, const real[:, :, :, ::1] gtraj,
+                  int n_steps, const int[::1] gend, const real[::1] ginv, int kind, real[:, :, ::1] gx0,
+                  real[:, :, :, ::1] gmom,
                   real[:, :, :, ::1] work, int num_threads):
     """Adjoint of flow_forward.
 
@@ -273,7 +274,8 @@ def flow_backward(const real[:, :, :, ::1] traj, const real[:, :, :, ::1] mom, c
 
 
 def shoot_forward(const real[:, :, ::1] x0, const real[:, :, ::1] p0, int n_steps, double c, double w1, double w2,
-                  const int[::1] gend, const real[::1] ginv, int kind, real[:, :, :, ::1] trajx, real[:, :, :, ::1] trajp,
+                  const int[::1] gend, const real[::1] ginv, int kind, real[:, :, :, ::1] trajx,
+                  real[:, :, :, ::1] trajp,
                   real[:, :, :, ::1] work, int num_threads):
     """Geodesic shooting; Euler when c == 0 else the 2-stage scheme (c, w1, w2). work (B, 6, P, 2)."""
     cdef Py_ssize_t b
@@ -397,8 +399,9 @@ def ham_field(const real[:, :, ::1] x, const real[:, :, ::1] p, const int[::1] g
         _ham_field(&x[b, 0, 0], &p[b, 0, 0], P, &gend[0], &ginv[0], kind, &vx[b, 0, 0], &vp[b, 0, 0])
 
 
-def field_at(const real[:, :, ::1] y, const int[::1] lo, const int[::1] hi, const real[::1] yinv, const real[:, :, ::1] x,
-             const real[:, :, ::1] a, int kind, real[:, :, ::1] v, real[:, :, :, ::1] dv, int want_dv,
+def field_at(const real[:, :, ::1] y, const int[::1] lo, const int[::1] hi, const real[::1] yinv,
+             const real[:, :, ::1] x, const real[:, :, ::1] a, int kind, real[:, :, ::1] v, real[:, :, :, ::1] dv,
+             int want_dv,
              int num_threads):
     """Velocity v(y_m) = sum_{lo_m <= j < hi_m} k(y_m, x_j) a_j and (if want_dv) its Jacobian dv (B, M, 2, 2)."""
     cdef Py_ssize_t b
@@ -450,8 +453,9 @@ cdef inline real _energy(const real* c1, const real* t1, int N1, const real* c2,
                                  gc2, gt2)
 
 
-def curve_distance(const real[:, :, ::1] ca, const real[:, :, ::1] ta, const real[:, :, ::1] cb, const real[:, :, ::1] tb,
-                   const int[::1] aend, const real[::1] ainv, const int[::1] bend, const real[::1] binv, const int[::1] lo, const int[::1] hi,
+def curve_distance(const real[:, :, ::1] ca, const real[:, :, ::1] ta, const real[:, :, ::1] cb,
+                   const real[:, :, ::1] tb, const int[::1] aend, const real[::1] ainv, const int[::1] bend,
+                   const real[::1] binv, const int[::1] lo, const int[::1] hi,
                    int kind, int varifold, int grad, real[::1] out, real[:, :, ::1] gca, real[:, :, ::1] gta,
                    real[:, :, ::1] gcb, real[:, :, ::1] gtb, int num_threads):
     """||mu_a - mu_b||^2_{W*} per shape (currents, or varifold when ``varifold``) and its gradients.

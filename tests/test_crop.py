@@ -1,7 +1,8 @@
 """flmcore.crop on real images, against independent references.
 
 * bilinear resampling: ``scipy.ndimage.map_coordinates(order=1)`` at ``T^-1 u`` (pixel centres at
-  integers) and OpenCV ``cv2.warpAffine(INTER_LINEAR)`` with the forward matrix;
+  integers; <= 1 grey level) and OpenCV ``cv2.warpAffine(INTER_LINEAR)`` with the forward matrix
+  (OpenCV 4 quantises positions to 1/32 px: 99 % of pixels within 1 grey level);
 * anti-aliasing: a 1-pixel checkerboard shrunk 4x must become uniform grey (plain bilinear does
   not), and a downscaled real photo must match an area-averaged reference;
 * geometry: a bright marker drawn in a real face lands where ``transform_points`` puts it, and
@@ -48,8 +49,6 @@ CASES = [  # box, size, margin, angle, shift, flip: upscaling and mild downscali
 
 @pytest.mark.parametrize("box, size, margin, angle, shift, flip", CASES)
 def test_crop_matches_bilinear_references(photo, box, size, margin, angle, shift, flip):
-    import cv2
-
     img = photo[0]
     T = crop_transform(box, size, margin=margin, angle=angle, shift=shift, flip=flip)
     assert np.sqrt(abs(np.linalg.det(T[:2, :2]))) > 0.5  # no anti-aliasing in these cases
@@ -59,9 +58,20 @@ def test_crop_matches_bilinear_references(photo, box, size, margin, angle, shift
     assert inside.sum() > 0.5 * size * size
     assert np.abs(crop.astype(float) - ref)[inside].max() <= 1.0
     assert (crop[outside] == 0).all()
+
+
+@pytest.mark.parametrize("box, size, margin, angle, shift, flip", CASES)
+def test_crop_matches_opencv_warp_affine(photo, box, size, margin, angle, shift, flip):
+    cv2 = pytest.importorskip("cv2")
+    img = photo[0]
+    T = crop_transform(box, size, margin=margin, angle=angle, shift=shift, flip=flip)
+    crop = crop_image(img, T, size)
+    _, inside, _ = reference_bilinear(img, T, size)
     cv = cv2.warpAffine(img, T[:2].astype(np.float64), (size, size), flags=cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-    assert np.abs(crop.astype(int) - cv.astype(int))[inside].max() <= 1
+    d = np.abs(crop.astype(int) - cv.astype(int))[inside]
+    # OpenCV 4 rounds sample positions to 1/32 pixel (INTER_BITS = 5): a few grey levels on sharp edges
+    assert np.percentile(d, 99) <= 1 and d.mean() < 0.6 and d.max() <= 6
 
 
 def test_crop_fill_and_a_crop_that_misses_the_image(photo):

@@ -120,9 +120,15 @@ def test_resume_continues_and_equals_an_uninterrupted_run(one_epoch, tmp_path, f
     assert res2["epochs_done"] == 2 and [r["epoch"] for r in log_lines(straight)] == [1, 2]
     assert_same_weights(weights(run / "last.pt"), weights(straight / "last.pt"))
     assert log_lines(run)[1]["loss"] == log_lines(straight)[1]["loss"]
-    # resuming with another config is refused
+    # resuming with another config is refused, as a dict or as a file
     with pytest.raises(ValueError, match="config differs"):
         train(config(faces_dir, optim={"lr": 5e-4}), run, resume=True, progress=False)
+    f = tmp_path / "changed.json"
+    f.write_text(json.dumps(config(faces_dir, schedule={"epochs": 3})))
+    with pytest.raises(ValueError, match="config differs"):
+        train(f, run, resume=True, progress=False)
+    f.write_text(json.dumps(config(faces_dir)))
+    assert train(f, run, resume=True, progress=False)["epochs_done"] == 0  # the same config as a file
 
 
 def test_same_seed_same_weights_other_seed_differs(one_epoch, tmp_path, faces_dir):

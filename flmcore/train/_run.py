@@ -342,7 +342,7 @@ def train(config: Union[Dict, str, os.PathLike], out_dir: Union[str, os.PathLike
         if not isinstance(state, dict) or "config" not in state or "epoch" not in state:
             raise ValueError(f"{last_p}: not a flmcore training checkpoint")
         saved = check_config(json.loads(state["config"]))
-        if isinstance(config, dict) and check_config(config) != saved:
+        if cfg != saved:  # a dict or a config file: either must match the stored run
             raise ValueError(f"resume: the config differs from the one stored in {last_p}")
         cfg = saved
     elif last_p.exists():

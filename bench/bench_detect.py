@@ -141,8 +141,8 @@ def fit_mappers(train, methods: List[str], stride: int = 1) -> Dict[str, dict]:
               flush=True)
     print("\nMAPPER_COEFS = {")
     for method, r in out.items():
-        c = r["coef"]
-        print(f'    "{method}": {{"coef": ({tuple(c[0])}, {tuple(c[1])}), "n": {r["n"]}}},')
+        rows = ", ".join(str(tuple(row)) for row in r["coef"])
+        print(f'    "{method}": {{"coef": ({rows},), "n": {r["n"]}}},')
     print("}")
     return out
 

@@ -63,8 +63,8 @@ __all__ = [
 #: Accepted values of ``method`` in :func:`detect_faces`.
 METHODS: Tuple[str, ...] = ("auto", "dlib", "opencv")
 
-#: Least-squares coefficients of :class:`BoxMapper` per detector, shape (2, 4):
-#: rows = features ``[1, log(h / w)]`` of the detector box, columns = targets
+#: Least-squares coefficients of :class:`BoxMapper` per detector, shape (1, 4) (both
+#: detectors' boxes are square, so the mapper has no aspect feature): columns = targets
 #: ``[(cx_l - cx_d) / w_d, (cy_l - cy_d) / h_d, log(w_l / w_d), log(h_l / h_d)]``
 #: (``_d`` the detector box, ``_l`` the landmark box).  Fitted on the 300-W
 #: training crops (``LandmarkDataset.from_folder("../shared/data/300w_train_crops")
@@ -72,8 +72,8 @@ METHODS: Tuple[str, ...] = ("auto", "dlib", "opencv")
 #: detection per face; reproduce with ``python -m bench.bench_detect --fit``.
 #: ``n`` is the number of matched training faces.
 MAPPER_COEFS: Dict[str, dict] = {
-    "dlib": {"coef": ((0.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.0)), "n": 0},
-    "opencv": {"coef": ((0.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.0)), "n": 0},
+    "dlib": {"coef": ((0.0, 0.0, 0.0, 0.0),), "n": 0},
+    "opencv": {"coef": ((0.0, 0.0, 0.0, 0.0),), "n": 0},
 }
 
 _PIP = {
@@ -220,10 +220,11 @@ def non_max_suppression(boxes, scores, iou_threshold: float = 0.3) -> np.ndarray
 
 
 # ------------------------------------------------------------------------------ box mapping
-def _box_features(d: np.ndarray) -> np.ndarray:
-    w = d[:, 2] - d[:, 0]
-    h = d[:, 3] - d[:, 1]
-    return np.stack([np.ones(len(d)), np.log(h / w)], 1)
+def _box_features(d: np.ndarray, aspect: bool) -> np.ndarray:
+    one = np.ones((len(d), 1))
+    if not aspect:
+        return one
+    return np.concatenate([one, np.log((d[:, 3] - d[:, 1]) / (d[:, 2] - d[:, 0]))[:, None]], 1)
 
 
 def _box_targets(d: np.ndarray, lm: np.ndarray) -> np.ndarray:
@@ -238,24 +239,30 @@ class BoxMapper:
     """Map a detector's face boxes to landmark boxes (a small least-squares regression).
 
     For a detector box with centre ``(cx, cy)``, width ``w`` and height ``h``
-    and features ``f = [1, log(h / w)]``, the landmark box has
+    and features ``f = [1]`` (``[1, log(h / w)]`` with ``aspect=True``), the
+    landmark box has
 
     * centre ``(cx + w t_x, cy + h t_y)`` and
     * size ``(w exp(t_w), h exp(t_h))``,
 
     with ``[t_x, t_y, t_w, t_h] = f @ coef_``.  :meth:`fit` solves for
-    ``coef_`` (2, 4) by least squares on pairs (detector box, landmark box) of
-    the same faces (``numpy.linalg.lstsq``; the minimum-norm solution when
-    every box is square and the aspect feature is constant zero).
+    ``coef_`` by least squares on pairs (detector box, landmark box) of the
+    same faces (``numpy.linalg.lstsq``; without the aspect feature this is
+    the mean offset and mean log-scale).  Use ``aspect=True`` only for a
+    detector whose boxes vary in shape: on (nearly) square boxes the aspect
+    feature fits rounding noise.
 
     Parameters
     ----------
-    coef : array_like, shape (2, 4), optional
-        Coefficients; None leaves the mapper unfitted (call :meth:`fit`).
+    coef : array_like, shape (1, 4) or (2, 4), optional
+        Coefficients (two rows: ``aspect=True``); None leaves the mapper
+        unfitted (call :meth:`fit`).
+    aspect : bool
+        Use the feature ``log(h / w)`` when fitting (default False).
 
     Attributes
     ----------
-    coef_ : numpy.ndarray, shape (2, 4)
+    coef_ : numpy.ndarray, shape (1, 4) or (2, 4)
     n_samples_ : int
         Number of box pairs of the fit (0 when built from coefficients).
     residual_std_ : numpy.ndarray, shape (4,)
@@ -267,19 +274,26 @@ class BoxMapper:
     >>> det = np.array([[0.0, 0.0, 100, 100], [50, 50, 250, 250], [10, 0, 70, 60]])
     >>> lm = np.array([[10.0, 20, 90, 110], [70, 90, 230, 270], [16, 12, 64, 66]])
     >>> m = BoxMapper().fit(det, lm)
-    >>> np.round(m.coef_[0], 3).tolist()  # x offset, y offset (box units), log-scales
-    [0.0, 0.15, -0.223, -0.105]
+    >>> (np.round(m.coef_, 3) + 0.0).tolist()  # x offset, y offset (box units), log-scales
+    [[0.0, 0.15, -0.223, -0.105]]
     >>> np.round(m.predict([[0, 0, 100, 100]]), 1).tolist()
     [[10.0, 20.0, 90.0, 110.0]]
     >>> BoxMapper.for_detector("dlib").coef_.shape
-    (2, 4)
+    (1, 4)
     """
 
-    def __init__(self, coef=None):
+    def __init__(self, coef=None, *, aspect: bool = False):
+        if not isinstance(aspect, (bool, np.bool_)):
+            raise TypeError(f"aspect must be a bool, got {type(aspect).__name__}")
+        self.aspect = bool(aspect)
         if coef is None:
             self.coef_ = None
         else:
-            self.coef_ = check_array(coef, "coef", shape=(2, 4))
+            c = check_array(coef, "coef", ndim=2)
+            if c.shape != (1 + self.aspect, 4):
+                raise ValueError(f"coef must have shape ({1 + self.aspect}, 4) with aspect={self.aspect}, "
+                                 f"got {c.shape}")
+            self.coef_ = c
         self.n_samples_ = 0
         self.residual_std_ = np.full(4, np.nan)
 
@@ -290,7 +304,7 @@ class BoxMapper:
 
     def get_params(self, deep: bool = True) -> dict:
         """The constructor arguments (scikit-learn's estimator protocol)."""
-        return {"coef": None if self.coef_ is None else self.coef_.copy()}
+        return {"coef": None if self.coef_ is None else self.coef_.copy(), "aspect": self.aspect}
 
     def fit(self, detector_boxes, landmark_boxes) -> "BoxMapper":
         """Fit ``coef_`` by least squares.
@@ -314,7 +328,7 @@ class BoxMapper:
                              f"{lm.shape}")
         if len(d) < 1:
             raise ValueError("detector_boxes must hold at least one box to fit")
-        X, Y = _box_features(d), _box_targets(d, lm)
+        X, Y = _box_features(d, self.aspect), _box_targets(d, lm)
         coef = np.linalg.lstsq(X, Y, rcond=None)[0]
         self.coef_ = coef
         self.n_samples_ = int(len(d))
@@ -329,7 +343,7 @@ class BoxMapper:
         d = _check_boxes(boxes, "boxes")
         if len(d) == 0:
             return np.zeros((0, 4))
-        t = _box_features(d) @ self.coef_
+        t = _box_features(d, self.aspect) @ self.coef_
         w, h = d[:, 2] - d[:, 0], d[:, 3] - d[:, 1]
         cx = (d[:, 0] + d[:, 2]) / 2 + t[:, 0] * w
         cy = (d[:, 1] + d[:, 3]) / 2 + t[:, 1] * h
@@ -418,7 +432,7 @@ def _detect_opencv(rgb: np.ndarray, upsample: int, min_size: int, profile: bool,
         gray = cv2.resize(gray, None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR)
     ms = max(1, int(round(min_size * f)))
     W = gray.shape[1]
-    boxes, scores = [_haar(cv2, _cascade(cv2, "haarcascade_frontalface_alt2.xml"), gray, ms, min_neighbors)], []
+    boxes = [_haar(cv2, _cascade(cv2, "haarcascade_frontalface_alt2.xml"), gray, ms, min_neighbors)]
     if profile:
         prof = _cascade(cv2, "haarcascade_profileface.xml")
         boxes.append(_haar(cv2, prof, gray, ms, min_neighbors))

@@ -36,7 +36,7 @@ def test_pipnet_demo_quick(tmp_path, require_sample):
     assert shown == check_config(pipnet.demo_config(tmp_path / "pipnet_data", quick=True, seed=0))
     assert shown["model"]["backbone"] == "resnet18" and shown["model"]["width"] == 0.25
     assert (tmp_path / "pipnet_run" / "best.pt").is_file() and (tmp_path / "pipnet_run" / "log.jsonl").is_file()
-    assert "flmcore train pipnet_config.toml my_run" in md and "flmcore evaluate my_run/best.pt" in md
+    assert "flmcore train pipnet_config.toml --out my_run" in md and "flmcore evaluate my_run/best.pt" in md
     for name in ("pipnet_ced.png", "pipnet_votes.png"):
         assert (tmp_path / name).stat().st_size > 10_000
         assert f"]({name})" in md

@@ -271,7 +271,7 @@ def run(ctx) -> str:
         "```",
         "",
         "```",
-        f"flmcore train {cfg_path.name} my_run" + (f" --time-limit {time_limit:g}" if time_limit else ""),
+        f"flmcore train {cfg_path.name} --out my_run" + (f" --time-limit {time_limit:g}" if time_limit else ""),
         f"flmcore evaluate my_run/best.pt {root} --split val --val-fraction {cfg['data']['val_fraction']}",
         "```",
         "",

@@ -17,7 +17,9 @@ included, as in a training epoch):
   ``crop`` of the same square box, ``resize((256, 256), BILINEAR)``, ``np.asarray``; no
   augmentation, no EXIF, no points), w = 0, 1, 2.
 
-It also times one CPU training step of the default model (PIPNet, MobileNetV2, 256 px, batch 16,
+Reported per pipeline: images per second (wall clock; inflated when other jobs load the machine)
+and CPU milliseconds per image (this process and its finished workers, ``getrusage``; what the
+work costs on an idle core).  It also times one CPU training step of the default model (PIPNet, MobileNetV2, 256 px, batch 16,
 forward + backward + Adam, ``torch`` threads = 1) to show the pipeline is not the bottleneck.
 
 Run: ``python -m bench.bench_data [--quick] [--n N]`` from the repository root.
@@ -88,6 +90,26 @@ class PlainPIL:
             return torch.from_numpy(np.asarray(im).copy())
 
 
+CPU_SECONDS = {}  # pipeline name -> CPU seconds (this process + its finished workers) of each pass
+
+
+def _cpu_now() -> float:
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def cpu_timed(name, fn):
+    """``fn`` recording the CPU time of each call (load-independent, unlike the wall time)."""
+    def run():
+        c0 = _cpu_now()
+        out = fn()
+        CPU_SECONDS.setdefault(name, []).append(_cpu_now() - c0)
+        return out
+    return run
+
+
 def run_loader(dataset, workers: int) -> int:
     import torch
 
@@ -125,7 +147,14 @@ def train_step_time(repeat: int) -> float:
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return median_times({"step": step}, repeat=repeat, warmup=1)["step"]
+        step()  # warm-up
+        wall, cpu = [], []
+        for _ in range(repeat):
+            t0, c0 = time.perf_counter(), _cpu_now()
+            step()
+            wall.append(time.perf_counter() - t0)
+            cpu.append(_cpu_now() - c0)
+        return float(np.median(wall)), float(np.median(cpu))
     finally:
         torch.set_num_threads(saved)
 
@@ -157,33 +186,38 @@ def main(argv=None) -> dict:
         plain = PlainPIL(ds, SIZE, DEFAULT_MARGIN)
         fns = {}
         for w in (0, 1, 2):
-            fns[f"flmcore_w{w}"] = lambda w=w: run_loader(full, w)
-            fns[f"pil_loop_w{w}"] = lambda w=w: run_loader(plain, w)
-        fns["flmcore_none_w0"] = lambda: run_loader(none, 0)
+            fns[f"flmcore_w{w}"] = cpu_timed(f"flmcore_w{w}", lambda w=w: run_loader(full, w))
+            fns[f"pil_loop_w{w}"] = cpu_timed(f"pil_loop_w{w}", lambda w=w: run_loader(plain, w))
+        fns["flmcore_none_w0"] = cpu_timed("flmcore_none_w0", lambda: run_loader(none, 0))
         print(f"data: {source}; image sizes (first 32) {min(sizes)} .. {max(sizes)}; crop {SIZE} px; "
               f"batch {BATCH}; {repeat} repeat(s); {os.cpu_count()} CPUs")
         t0 = time.perf_counter()
         times = median_times(fns, repeat=repeat, warmup=1)
         wall = time.perf_counter() - t0
     rate = {k: n / t for k, t in times.items()}
+    # CPU ms per image (median over the timed passes, warm-up excluded): what the work costs on an idle core
+    cpu_ms = {k: 1000.0 * float(np.median(v[1:] if len(v) > 1 else v)) / n for k, v in CPU_SECONDS.items()}
     rows = []
-    for w in (0, 1, 2):
-        rows.append({"workers": w, "flmcore img/s": rate[f"flmcore_w{w}"], "PIL loop img/s": rate[f"pil_loop_w{w}"],
-                     "ratio flmcore/PIL": rate[f"flmcore_w{w}"] / rate[f"pil_loop_w{w}"]})
-    rows.append({"workers": "0 (aug none)", "flmcore img/s": rate["flmcore_none_w0"],
-                 "PIL loop img/s": rate["pil_loop_w0"],
-                 "ratio flmcore/PIL": rate["flmcore_none_w0"] / rate["pil_loop_w0"]})
+    for w, f_key in ((0, "flmcore_w0"), (1, "flmcore_w1"), (2, "flmcore_w2"), ("0 (aug none)", "flmcore_none_w0")):
+        p_key = f"pil_loop_w{w if isinstance(w, int) else 0}"
+        rows.append({"workers": w, "flmcore img/s": rate[f_key], "PIL loop img/s": rate[p_key],
+                     "ratio flmcore/PIL": rate[f_key] / rate[p_key], "flmcore CPU ms/img": cpu_ms[f_key],
+                     "PIL CPU ms/img": cpu_ms[p_key]})
     print_table(rows)
+    print("img/s: wall clock (inflated when other jobs load the machine); CPU ms/img: this process + its workers")
     payload = {"source": source, "n_faces": n, "crop_size": SIZE, "batch_size": BATCH, "repeat": repeat,
-               "median_seconds_per_pass": times, "images_per_second": rate, "rows": rows,
-               "bench_wall_seconds": wall}
+               "median_seconds_per_pass": times, "images_per_second": rate, "cpu_ms_per_image": cpu_ms,
+               "rows": rows, "bench_wall_seconds": wall}
     if not args.no_train_step:
-        st = train_step_time(max(2, repeat))
+        st, st_cpu = train_step_time(max(2, repeat))
         payload["train_step"] = {"model": "PIPNet MobileNetV2 w1.0, 256 px, batch 16, Adam, 1 thread",
-                                 "seconds": st, "images_per_second": BATCH / st}
-        need = BATCH / st
-        print(f"training step (PIPNet-MobileNetV2, 256 px, batch {BATCH}, 1 thread): {st:.2f} s = {need:.1f} img/s; "
-              f"the pipeline with 1 worker delivers {rate['flmcore_w1'] / need:.1f}x that")
+                                 "seconds": st, "cpu_seconds": st_cpu, "images_per_second": BATCH / st,
+                                 "cpu_ms_per_image": 1000.0 * st_cpu / BATCH}
+        print(f"training step (PIPNet-MobileNetV2, 256 px, batch {BATCH}, 1 thread): {st:.2f} s wall, "
+              f"{1000 * st_cpu / BATCH:.0f} CPU ms/img; the augmented pipeline costs "
+              f"{cpu_ms['flmcore_w0']:.1f} CPU ms/img ({100 * cpu_ms['flmcore_w0'] * BATCH / 1000 / st_cpu:.1f} % "
+              f"of the step), and with 1 worker it delivers {rate['flmcore_w1'] * st / BATCH:.0f}x the images "
+              "the step consumes")
     path = write_json("data", payload, args.json)
     print(f"wrote {path}")
     return payload

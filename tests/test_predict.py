@@ -167,3 +167,28 @@ def test_detector_boxes_are_mapped_then_refined(fixed_lm, photo):
     np.testing.assert_allclose(out["points"][0], crop_to_image(pts, lbox), atol=1e-9)
     with pytest.raises(ValueError, match="box_kind"):
         predict_image(lm, photo, det, box_kind="nosuch")
+
+
+def test_find_faces_on_a_blank_photo_finds_none():
+    from flmcore.detect import available_detectors
+    from flmcore.models._predict import find_faces
+
+    if not available_detectors():
+        pytest.skip("no face detector installed")
+    b, s = find_faces(np.full((240, 320, 3), 127, np.uint8))
+    assert b.shape == (0, 4) and s.shape == (0,)
+
+
+def test_find_faces_retries_upsampled_for_small_faces():
+    """dlib's HOG window misses faces under ~80 px at 1x; the 'auto' cascade retries at 2x."""
+    root = SHARED_DATA / "dlib_examples_faces"
+    from flmcore.detect import available_detectors, detect_faces
+    from flmcore.models._predict import find_faces
+    from flmcore.datasets import load_image
+
+    if "dlib" not in available_detectors() or not root.is_dir():
+        pytest.skip("needs dlib and ../shared/data/dlib_examples_faces")
+    img = load_image(root / "2008_002470.jpg")  # six faces of 40-60 px
+    assert len(detect_faces(img, method="dlib")[0]) == 0
+    b, _ = find_faces(img, "dlib")
+    assert len(b) >= 5

@@ -67,6 +67,32 @@ def _landmark_boxes_of(points: np.ndarray) -> np.ndarray:
     return landmark_box(points) if len(points) else np.zeros((0, 4))
 
 
+def find_faces(image: np.ndarray, detector: str = "auto", *, max_side_upsample: int = 1600):
+    """Landmark boxes ``(K, 4)`` and scores ``(K,)`` of the faces in a photo, with fallbacks.
+
+    ``detector="auto"`` is a cascade of the installed detectors: the default
+    detector of :func:`flmcore.detect.detect_faces` first; if it finds no face,
+    the same at 2x (``upsample=1``, for photos whose longer side is at most
+    ``max_side_upsample`` px: dlib's HOG window misses faces under ~80 px);
+    then every other installed detector.  A named detector runs alone (with
+    the same upsampling retry).  Boxes are mapped to landmark boxes.
+    """
+    from ..detect import available_detectors, detect_faces
+
+    def run(method, up):
+        b, s = detect_faces(image, method=method, landmark_boxes=True, upsample=up)
+        return np.asarray(b, dtype=np.float64).reshape(-1, 4), np.asarray(s, dtype=np.float64).reshape(-1)
+
+    methods = [detector] if detector != "auto" else (["auto"] + [m for m in available_detectors()][1:])
+    small = max(image.shape[:2]) <= max_side_upsample
+    for m in methods:
+        for up in ((0, 1) if small else (0,)):
+            b, s = run(m, up)
+            if len(b):
+                return b, s
+    return np.zeros((0, 4)), np.zeros(0)
+
+
 def predict_image(model, image, boxes=None, *, detector: str = "auto", box_kind: str = "landmark",
                   refine: Optional[int] = None, batch_size: int = 32) -> Dict[str, np.ndarray]:
     """Landmarks of every face in one photo.
@@ -80,7 +106,8 @@ def predict_image(model, image, boxes=None, *, detector: str = "auto", box_kind:
     boxes : array_like (K, 4), optional
         Face boxes ``[x0, y0, x1, y1]`` in image pixels; ``None`` runs the detector.
     detector : str
-        :func:`flmcore.detect.detect_faces` method when ``boxes`` is None.
+        :func:`flmcore.detect.detect_faces` method when ``boxes`` is None;
+        ``"auto"`` tries the installed detectors in turn (:func:`find_faces`).
     box_kind : str
         What ``boxes`` are: ``"landmark"`` (tight landmark boxes) or a detector
         name whose boxes are mapped to landmark boxes.
@@ -122,11 +149,9 @@ def predict_batch(model, images: Sequence[np.ndarray], boxes: Sequence[Optional[
     lboxes, scores, from_detector = [], [], []
     for img, bx in zip(imgs, boxes):
         if bx is None:
-            from ..detect import detect_faces
-
-            b, s = detect_faces(img, method=detector, landmark_boxes=True)
-            lboxes.append(np.asarray(b, dtype=np.float64).reshape(-1, 4))
-            scores.append(np.asarray(s, dtype=np.float64).reshape(-1))
+            b, s = find_faces(img, detector)
+            lboxes.append(b)
+            scores.append(s)
             from_detector.append(True)
         else:
             b = check_array(bx, "boxes", ndim=2, allow_empty=True)
@@ -340,12 +365,9 @@ def predict_dataset(model, dataset, *, boxes: str = "landmark", detector: str = 
         imgs = [it["image"] for it in items]
         if boxes == "detector":
             from ..datasets import _best_overlap
-            from ..detect import detect_faces
-
             bxs, keep = [], []
             for it, img in zip(items, imgs):
-                det, _ = detect_faces(img, method=detector, landmark_boxes=True)
-                det = np.asarray(det, dtype=np.float64).reshape(-1, 4)
+                det, _ = find_faces(img, detector)
                 j = _best_overlap(det, landmark_box(it["shape"])) if len(det) else None
                 keep.append(j is not None)
                 bxs.append(det[j:j + 1] if j is not None else np.zeros((0, 4)))

@@ -213,7 +213,7 @@ def cmd_evaluate(args) -> int:
     else:
         from flmcore.models import load_model, predict_dataset
 
-        model = load_model(args.model, flip_test=True if args.flip_test else None)
+        model = load_model(args.model, flip_test=args.flip_test)
         pred, missing = predict_dataset(model, ds, boxes=args.boxes, detector=args.detector,
                                         progress=not args.no_progress)
         res = evaluate(pred, ds, subsets="auto", missing=missing)
@@ -231,7 +231,7 @@ def cmd_predict(args) -> int:
     """Landmarks of every face in photos, as JSON in image pixels (+ optional overlays)."""
     from flmcore.models import load_model, predict_files, write_predictions
 
-    model = load_model(args.model, flip_test=True if args.flip_test else None)
+    model = load_model(args.model, flip_test=args.flip_test)
     res = predict_files(model, args.inputs, boxes=args.boxes, detector=args.detector, box_kind=args.box_kind,
                         refine=args.refine, overlay_dir=args.overlay, progress=not args.no_progress)
     write_predictions(res, args.out)
@@ -381,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--boxes", choices=("landmark", "detector"), default="landmark",
                    help="crop from the landmark box (300-W protocol, default) or from the face detector")
     e.add_argument("--detector", default="auto", help="detector for --boxes detector (default: auto)")
-    e.add_argument("--flip-test", action="store_true", help="average with the mirrored crop's prediction")
+    e.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
+                   help="average with the mirrored crop's prediction (default: as stored with the model)")
     e.add_argument("--out", default="flmcore_eval", help="output folder (results.json, results.md, ced.png)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
@@ -401,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--detector", default="auto", help="face detector (default: auto)")
     pr.add_argument("--refine", type=int, default=None,
                     help="extra passes cropped from the previous points (default: 1 with a detector, 0 with boxes)")
-    pr.add_argument("--flip-test", action="store_true", help="average with the mirrored crop's prediction")
+    pr.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
+                    help="average with the mirrored crop's prediction (default: as stored with the model)")
     pr.add_argument("--overlay", default=None, metavar="DIR", help="write PNGs with the points drawn")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)

@@ -44,7 +44,7 @@ from ._validate import check_array, check_int, check_probability, check_rng
 from .crop import as_rgb, check_box, landmark_box
 from .schemes import get_scheme
 
-__all__ = ["Face", "LandmarkDataset", "load_image", "IMAGE_EXTENSIONS"]
+__all__ = ["Face", "LandmarkDataset", "load_image", "read_boxes_file", "IMAGE_EXTENSIONS"]
 
 #: Image file extensions recognised by :meth:`LandmarkDataset.from_folder` (case-insensitive).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -395,25 +395,54 @@ def _best_overlap(det: np.ndarray, ref: np.ndarray, min_iou: float = 0.1) -> Opt
     return j if iou[j] >= min_iou else None
 
 
-def _boxes_from_json(path: PathLike, ds: LandmarkDataset) -> np.ndarray:
+def read_boxes_file(path: PathLike) -> Dict[str, np.ndarray]:
+    """Boxes per image from a predictions-format JSON: ``{file: (K, 4) landmark boxes}``.
+
+    The format is the one ``flmcore predict`` writes (:mod:`flmcore.models`):
+    ``{"images": [{"file": ..., "faces": [{"box": [x0, y0, x1, y1], "points": [[x, y], ...]}]}]}``.
+    Faces with ``points`` give the landmark box of their points; others their ``box``.
+    Keys are the files as written, their normalised paths and their base names.
+    """
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"boxes file {os.fspath(path)!r} does not exist")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
-        by_file: Dict[str, np.ndarray] = {}
+        out: Dict[str, np.ndarray] = {}
         for entry in data["images"]:
-            bx = np.array([f["box"] for f in entry["faces"]], dtype=np.float64).reshape(-1, 4)
-            by_file[os.path.normpath(entry["file"])] = bx
-            by_file.setdefault(Path(entry["file"]).name, bx)
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+            bx = []
+            for face in entry["faces"]:
+                pts = face.get("points")
+                if pts:
+                    a = np.asarray(pts, dtype=np.float64)
+                    if a.ndim != 2 or a.shape[1] != 2 or not np.isfinite(a).all():
+                        raise ValueError(f"points of a face of {entry['file']!r} must be finite [[x, y], ...]")
+                    bx.append(landmark_box(a))
+                else:
+                    b = np.asarray(face["box"], dtype=np.float64)
+                    if b.shape != (4,) or not np.isfinite(b).all() or b[2] <= b[0] or b[3] <= b[1]:
+                        raise ValueError(f"box of a face of {entry['file']!r} must be finite [x0, y0, x1, y1] with "
+                                         f"x1 > x0 and y1 > y0, got {face['box']!r}")
+                    bx.append(b)
+            arr = np.stack(bx) if bx else np.zeros((0, 4))
+            out[str(entry["file"])] = arr
+            out[os.path.normpath(str(entry["file"]))] = arr
+            out.setdefault(Path(str(entry["file"])).name, arr)
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{p}: expected {{\"images\": [{{\"file\": ..., \"faces\": [{{\"box\": [x0, y0, x1, y1]}}]}}]}}"
                          f" ({type(exc).__name__}: {exc})") from None
+    except ValueError as exc:
+        raise ValueError(f"{p}: {exc}") from None
+    return out
+
+
+def _boxes_from_json(path: PathLike, ds: LandmarkDataset) -> np.ndarray:
+    boxes = read_boxes_file(path)
     out = []
     for f in ds.faces:
-        det = by_file.get(os.path.normpath(f.file), by_file.get(Path(f.file).name))
+        det = boxes.get(os.path.normpath(f.file), boxes.get(Path(f.file).name))
         j = None if det is None or not len(det) else _best_overlap(det, landmark_box(f.shape))
         if j is None:
-            raise ValueError(f"{p}: no box for face {f.name!r} ({f.file})")
+            raise ValueError(f"{os.fspath(path)}: no box for face {f.name!r} ({f.file})")
         out.append(det[j])
     return np.stack(out)

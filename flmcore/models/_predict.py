@@ -36,7 +36,7 @@ import numpy as np
 
 from .._validate import check_array, check_int
 from ..crop import crop_image, crop_transform, landmark_box, uncrop_points
-from ..datasets import IMAGE_EXTENSIONS, load_image
+from ..datasets import IMAGE_EXTENSIONS, load_image, read_boxes_file
 
 __all__ = ["predict_image", "predict_batch", "predict_files", "predict_dataset", "write_predictions", "read_boxes_file", "draw_overlay",
            "expand_inputs"]
@@ -189,44 +189,6 @@ def expand_inputs(inputs: Sequence[PathLike]) -> List[str]:
             out += sorted(os.fspath(q) for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS)
         else:
             out.append(os.fspath(x))
-    return out
-
-
-def read_boxes_file(path: PathLike) -> Dict[str, np.ndarray]:
-    """Boxes per image from a predictions-format JSON: ``{file: (K, 4) landmark boxes}``.
-
-    Faces with ``points`` give the landmark box of their points; others their ``box``.
-    Keys are the files as written and their normalised paths.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"boxes file {os.fspath(path)!r} does not exist")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-        out: Dict[str, np.ndarray] = {}
-        for entry in data["images"]:
-            bx = []
-            for face in entry["faces"]:
-                pts = face.get("points")
-                if pts:
-                    a = np.asarray(pts, dtype=np.float64)
-                    if a.ndim != 2 or a.shape[1] != 2 or not np.isfinite(a).all():
-                        raise ValueError(f"points of a face of {entry['file']!r} must be finite [[x, y], ...]")
-                    bx.append(landmark_box(a))
-                else:
-                    b = np.asarray(face["box"], dtype=np.float64)
-                    if b.shape != (4,) or not np.isfinite(b).all() or b[2] <= b[0] or b[3] <= b[1]:
-                        raise ValueError(f"box of a face of {entry['file']!r} must be finite [x0, y0, x1, y1] with "
-                                         f"x1 > x0 and y1 > y0, got {face['box']!r}")
-                    bx.append(b)
-            arr = np.stack(bx) if bx else np.zeros((0, 4))
-            out[str(entry["file"])] = arr
-            out[os.path.normpath(str(entry["file"]))] = arr
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{p}: expected {{\"images\": [{{\"file\": ..., \"faces\": [{{\"box\": [x0, y0, x1, y1]}}]}}]}}"
-                         f" ({type(exc).__name__}: {exc})") from None
-    except ValueError as exc:
-        raise ValueError(f"{p}: {exc}") from None
     return out
 
 

@@ -68,8 +68,9 @@ def main(argv=None) -> int:
 
         dets = [d for d in available_detectors()]
         for d in dets:
-            p, miss = predict_dataset(lm, va, boxes="detector", detector=d)
-            rows[f"{d} detector + refinement"] = evaluate(p, va, subsets="auto", missing=miss)
+            for ref in (0, 1):
+                p, miss = predict_dataset(lm, va, boxes="detector", detector=d, refine=ref)
+                rows[f"{d} detector, {ref} refinement pass(es)"] = evaluate(p, va, subsets="auto", missing=miss)
     except Exception as exc:  # detectors are optional
         det_note = f"(detector rows not computed: {type(exc).__name__}: {exc})"
 

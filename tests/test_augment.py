@@ -292,3 +292,28 @@ def test_presets_and_options():
         Augmentation(scale=1.0)
     with pytest.raises(TypeError):
         get_augmentation(3)
+
+
+def test_geometric_jitter_ranges_are_symmetric_and_bounded():
+    """Recover rotation, zoom and shift from T over many seeds: inside the configured ranges, both signs."""
+    from flmcore.augment import Augmentation, augmented_crop
+    from flmcore.crop import crop_transform
+
+    img = np.zeros((120, 100, 3), np.uint8)
+    pts = np.full((68, 2), 50.0)
+    box = [30.0, 30.0, 70.0, 80.0]
+    base = crop_transform(box, 32)
+    aug = Augmentation(flip=0.0, rotate_p=1.0, rotate=30.0, shift_p=1.0, shift=0.1, scale_p=1.0, scale=0.2,
+                       blur_p=0.0, occlusion_p=0.0, gray_p=0.0)
+    angles, zooms, shifts = [], [], []
+    s0 = np.hypot(base[0, 0], base[1, 0])
+    for seed in range(150):
+        _, _, T = augmented_crop(img, pts, box, 32, scheme="ibug68", augmentation=aug, rng=seed)
+        angles.append(np.degrees(np.arctan2(T[0, 1], T[0, 0])))
+        zooms.append(np.hypot(T[0, 0], T[1, 0]) / s0)
+        centre = np.linalg.solve(T[:2, :2], np.array([15.5, 15.5]) - T[:2, 2])  # image point at the crop centre
+        shifts.append((centre - [50.0, 55.0]) / (1.25 * 50.0 / zooms[-1]))
+    angles, zooms, shifts = np.array(angles), np.array(zooms), np.array(shifts)
+    assert angles.min() < -20 and angles.max() > 20 and np.abs(angles).max() <= 30 + 1e-9
+    assert zooms.min() < 0.9 and zooms.max() > 1.1 and zooms.min() >= 0.8 - 1e-9 and zooms.max() <= 1.2 + 1e-9
+    assert shifts.min() < -0.06 and shifts.max() > 0.06 and np.abs(shifts).max() <= 0.1 + 1e-9

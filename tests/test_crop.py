@@ -220,3 +220,29 @@ def test_as_rgb_conversions():
         as_rgb(np.full((2, 2), np.nan))
     with pytest.raises(ValueError, match=r"\(H, W\)"):
         as_rgb(np.zeros((2, 2, 5), np.uint8))
+
+
+def test_box_boundaries_and_longer_side():
+    """Mutation-found gaps: degenerate boxes, boxes touching the image edge, the side of a tall box."""
+    from flmcore.crop import check_box, crop_transform
+
+    with pytest.raises(ValueError, match="x1 > x0"):
+        check_box([5.0, 0.0, 5.0, 10.0])
+    with pytest.raises(ValueError, match="x1 > x0"):
+        check_box([0.0, 5.0, 10.0, 5.0])
+    # touching the image from outside (edges at -0.5 / W - 0.5) still overlaps; beyond does not
+    assert check_box([-10.0, -10.0, -0.5, -0.5], image_size=(100, 80)) is not None
+    assert check_box([79.5, 99.5, 90.0, 120.0], image_size=(100, 80)) is not None
+    with pytest.raises(ValueError, match="outside"):
+        check_box([10.0, 150.0, 50.0, 200.0], image_size=(100, 80))  # below the image, x inside
+    with pytest.raises(ValueError, match="outside"):
+        check_box([90.0, 10.0, 95.0, 50.0], image_size=(100, 80))  # right of the image, y inside
+    # a tall box: the crop side is margin x its height (independent formula)
+    T = crop_transform([0.0, 0.0, 10.0, 40.0], 100, margin=1.5)
+    assert np.isclose(np.hypot(T[0, 0], T[1, 0]), 100 / (1.5 * 40.0))
+
+
+def test_one_pixel_image_is_valid():
+    from flmcore.crop import as_rgb
+
+    assert as_rgb(np.zeros((1, 1), np.uint8)).shape == (1, 1, 3)

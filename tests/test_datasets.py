@@ -323,3 +323,37 @@ def test_random_split_is_seeded_and_grouped():
     assert len(ds[:5]) == 5 and len(ds.subset(np.arange(80) % 2 == 0)) == 40
     with pytest.raises(ValueError, match="val_fraction"):
         ds.split(1.5)
+
+
+def test_box_iou_matches_an_independent_formula():
+    from flmcore.datasets import _iou
+
+    rs = np.random.default_rng(3)
+    a = np.sort(rs.uniform(0, 100, (30, 2, 2)), axis=1).transpose(0, 2, 1).reshape(30, 4)[:, [0, 2, 1, 3]]
+    b = np.array([20.0, 30.0, 70.0, 90.0])
+    ref = []
+    for x0, y0, x1, y1 in a:
+        iw = max(0.0, min(x1, b[2]) - max(x0, b[0]))
+        ih = max(0.0, min(y1, b[3]) - max(y0, b[1]))
+        inter = iw * ih
+        ref.append(inter / ((x1 - x0) * (y1 - y0) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
+    np.testing.assert_allclose(_iou(a, b), ref, rtol=1e-12)
+
+
+def test_read_boxes_file_validates_faces(tmp_path):
+    import json
+
+    from flmcore.datasets import read_boxes_file
+
+    f = tmp_path / "b.json"
+    good = {"images": [{"file": "x/a.jpg", "faces": [{"box": [0, 0, 10, 20]},
+                                                    {"points": [[1, 2], [5, 9], [3, 4]]}]}, {"file": "b.jpg", "faces": []}]}
+    f.write_text(json.dumps(good))
+    out = read_boxes_file(f)
+    np.testing.assert_allclose(out["x/a.jpg"], [[0, 0, 10, 20], [1, 2, 5, 9]])
+    assert out["a.jpg"].shape == (2, 4) and out["b.jpg"].shape == (0, 4)
+    for bad in ({"box": [0, 0, 0, 20]}, {"box": [0, 5, 10, 5]}, {"box": [0, 0, 10]}, {"box": [0, 0, np.inf, 3]},
+                {"points": [[1, 2, 3]]}, {"points": [[1, np.nan]]}):
+        f.write_text(json.dumps({"images": [{"file": "a.jpg", "faces": [bad]}]}).replace("Infinity", "1e999"))
+        with pytest.raises(ValueError, match="b.json"):
+            read_boxes_file(f)

@@ -250,3 +250,31 @@ def test_broken_bundled_sample_fails_instead_of_skipping(monkeypatch):
     monkeypatch.delenv("FLMCORE_DATA", raising=False)
     with pytest.raises(pytest.fail.Exception, match="missing from the source checkout"):
         load_bundled_sample("helen_pairs")
+
+
+def test_assign_to_curves_single_point_curve_and_curve_distance_return_types():
+    shape = np.array([[0.0, 0.0], [10.0, 0.0], [5.0, 8.0]])
+    # curve 0: the segment (0,0)-(10,0); curve 1: the single point (5, 8)
+    got = lddmm.assign_to_curves([[5.0, 6.0], [5.0, 1.0], [-4.0, -7.5]], shape, [[0, 1], [2]])
+    np.testing.assert_array_equal(got, [1, 0, 0])
+    a, b = X5, X5 + 1
+    assert isinstance(lddmm.currents_distance(a, b, 3.0), float)
+    batch = lddmm.currents_distance(np.stack([a, a]), np.stack([b, a]), 3.0)
+    assert isinstance(batch, np.ndarray) and batch.shape == (2,) and batch[1] == 0.0
+    one = lddmm.varifold_distance(a[None], b[None], 3.0)
+    assert isinstance(one, np.ndarray) and one.shape == (1,)
+
+
+def test_register_default_beta():
+    curves = [[0, 1, 2], [3, 4]]
+    tgt = X5 + [0.4, -0.2]
+    kw = dict(curves=curves, sigma_v=[4.0, 6.0], n_steps=3, max_iter=10)
+    assert lddmm.register(X5, tgt, **kw).loss == lddmm.register(X5, tgt, beta=0.1, **kw).loss
+    assert lddmm.register(X5, tgt, **kw).loss != lddmm.register(X5, tgt, beta=0.15, **kw).loss
+
+
+def test_landmark_distance_single_and_batch():
+    a, b = X5, X5 + [3.0, 4.0]
+    assert lddmm.landmark_distance(a, b) == 25.0 and isinstance(lddmm.landmark_distance(a, b), float)
+    out = lddmm.landmark_distance(np.stack([a, a]), np.stack([b, a]), squared=False)
+    assert isinstance(out, np.ndarray) and out.tolist() == [5.0, 0.0]

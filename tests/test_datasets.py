@@ -275,6 +275,8 @@ def test_from_wflw_list(tmp_path, rng):
     assert ds.scheme.name == "wflw98" and len(ds) == 2
     np.testing.assert_allclose(ds.shapes, pts, atol=1e-4)
     np.testing.assert_allclose(ds.source_boxes, [[5, 6, 95, 96]] * 2)
+    assert [os.path.basename(f) for f in ds.files] == ["w0.jpg", "w1.jpg"]
+    assert ds[1]["image"].shape == (100, 120, 3)
     (tmp_path / "bad.txt").write_text(lines[0].rsplit(" ", 2)[0] + "\n")
     with pytest.raises(ValueError, match="bad.txt:1"):
         LandmarkDataset.from_wflw_list(tmp_path / "bad.txt", tmp_path)
@@ -357,3 +359,23 @@ def test_read_boxes_file_validates_faces(tmp_path):
         f.write_text(json.dumps({"images": [{"file": "a.jpg", "faces": [bad]}]}).replace("Infinity", "1e999"))
         with pytest.raises(ValueError, match="b.json"):
             read_boxes_file(f)
+
+
+def test_from_arrays_defaults_boxes_and_empty_sets():
+    shapes = np.array([[[1.0, 2.0], [5.0, 9.0], [3.0, 3.0], [2.0, 7.0], [4.0, 8.0]]] * 2)
+    ds = LandmarkDataset.from_arrays(["/a/x.jpg", "/b/y.png"], shapes, "mtfl5")
+    assert ds.names == ["x", "y"]                                    # names default to the file stems
+    np.testing.assert_allclose(ds.boxes, [[1, 2, 5, 9]] * 2)          # landmark boxes by default
+    given = LandmarkDataset.from_arrays(["/a/x.jpg", "/b/y.png"], shapes, "mtfl5", boxes=[[0, 0, 9, 9], [1, 1, 8, 8]])
+    np.testing.assert_allclose(given.boxes, [[0, 0, 9, 9], [1, 1, 8, 8]])
+    with pytest.raises(ValueError, match="boxes"):
+        LandmarkDataset.from_arrays(["/a/x.jpg", "/b/y.png"], shapes, "mtfl5", boxes=[[0, 0, 9, 9, 1]] * 2)
+    empty = ds.subset(np.zeros(0, dtype=np.int64))
+    assert empty.shapes.shape == (0, 5, 2) and empty.boxes.shape == (0, 4)
+    assert len(empty.with_boxes(lambda img: np.zeros((0, 4)))) == 0
+
+
+def test_random_split_default_fraction():
+    ds = _names_ds([f"p{i}" for i in range(200)])
+    tr, va = ds.split()
+    assert len(va) == 20 and len(tr) == 180

@@ -317,3 +317,55 @@ def test_geometric_jitter_ranges_are_symmetric_and_bounded():
     assert angles.min() < -20 and angles.max() > 20 and np.abs(angles).max() <= 30 + 1e-9
     assert zooms.min() < 0.9 and zooms.max() > 1.1 and zooms.min() >= 0.8 - 1e-9 and zooms.max() <= 1.2 + 1e-9
     assert shifts.min() < -0.06 and shifts.max() > 0.06 and np.abs(shifts).max() <= 0.1 + 1e-9
+
+
+def test_photometric_helpers_match_their_formulas():
+    """to_grayscale, color_jitter and occlude against float64 formulas written here."""
+    from flmcore.augment import color_jitter, occlude, to_grayscale
+
+    rs = np.random.default_rng(11)
+    img = rs.integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    w = np.array([0.299, 0.587, 0.114])
+    y = np.clip(np.floor(img.astype(float) @ w + 0.5), 0, 255)
+    g = to_grayscale(img)
+    assert g.shape == img.shape and np.abs(g[..., 0].astype(int) - y).max() <= 1 and (g[..., 0] == g[..., 2]).all()
+    b, c, s = 1.1, 0.8, 1.3
+    x = img.astype(float) * b
+    lum = x @ w
+    x = (x - lum.mean()) * c + lum.mean()
+    lum = x @ w
+    x = (x - lum[..., None]) * s + lum[..., None]
+    ref = np.clip(np.floor(x + 0.5), 0, 255)
+    assert np.abs(color_jitter(img, b, c, s).astype(int) - ref).max() <= 1
+    o = occlude(img, (0, 0, 3, 2), (1, 2, 3))
+    assert (o[:2, :3] == [1, 2, 3]).all() and (o[2:] == img[2:]).all() and (o[:, 3:] == img[:, 3:]).all()
+
+
+def test_presets_hold_the_documented_values():
+    from flmcore.augment import PRESETS, Augmentation
+
+    p = PRESETS["pipnet"]
+    assert (p.flip, p.rotate_p, p.rotate, p.shift_p, p.shift) == (0.5, 0.5, 30.0, 0.5, 30.0 / 256.0)
+    assert (p.blur_p, p.blur, p.occlusion_p, p.occlusion, p.gray_p, p.scale_p, p.color_p) == \
+        (0.3, 5.0, 0.5, 0.4, 0.2, 0.0, 0.0)
+    f = PRESETS["flmcore"]
+    assert (f.scale_p, f.scale, f.color_p, f.color) == (0.5, 0.1, 0.5, 0.25)
+    legacy = PRESETS["legacy"]
+    assert (legacy.flip, legacy.rotate, legacy.shift, legacy.scale, legacy.color, legacy.occlusion_p) == \
+        (0.0, 15.0, 0.06, 0.1, 0.2, 0.0)
+    with pytest.raises(ValueError, match="occlusion"):
+        Augmentation(occlusion=1.5)
+
+
+def test_occlusion_rectangle_is_at_most_the_configured_size():
+    from flmcore.augment import Augmentation, augmented_crop
+
+    img = np.full((100, 100, 3), 128, np.uint8)
+    aug = Augmentation(flip=0.0, rotate_p=0.0, shift_p=0.0, blur_p=0.0, gray_p=0.0, occlusion_p=1.0, occlusion=0.4)
+    sizes = []
+    for seed in range(40):
+        crop, _, _ = augmented_crop(img, np.full((68, 2), 50.0), [20, 20, 80, 80], 64, scheme="ibug68",
+                                    augmentation=aug, rng=seed)
+        changed = (crop != 128).any(-1)
+        sizes.append(changed.sum())
+    assert max(sizes) <= (0.4 * 64) ** 2 and max(sizes) > 0.25 * (0.4 * 64) ** 2

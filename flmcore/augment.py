@@ -32,9 +32,8 @@ Every draw comes from the ``rng`` passed in (a seed or a
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Tuple, Union
 
 import numpy as np
 

@@ -40,8 +40,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 
-from ._validate import check_array, check_int, check_probability, check_rng
-from .crop import as_rgb, check_box, landmark_box
+from ._validate import check_array, check_probability, check_rng
+from .crop import check_box, landmark_box
 from .schemes import get_scheme
 
 __all__ = ["Face", "LandmarkDataset", "load_image", "read_boxes_file", "IMAGE_EXTENSIONS"]

@@ -41,7 +41,6 @@ Nothing here imports torch.
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, Optional, Tuple
 
 import numpy as np

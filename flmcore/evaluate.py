@@ -447,7 +447,7 @@ def evaluate(pred, dataset_or_gt, *, subsets=None, norms: Sequence[str] = ("inte
     else:
         gt = check_array(dataset_or_gt, "dataset_or_gt", ndim=3, allow_nan=True, shape=(None, 2))
         sch = scheme
-    n_faces, n_pts = gt.shape[0], gt.shape[1]
+    n_faces = gt.shape[0]
     p = check_array(pred, "pred", ndim=3, allow_nan=True, allow_empty=True)
     if p.shape != gt.shape:
         raise ValueError(f"pred must have the shape of the ground truth {gt.shape} (faces, points, 2), "

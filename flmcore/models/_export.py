@@ -31,7 +31,7 @@ import copy
 import json
 import os
 import warnings
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._validate import check_array, check_int
+from .._validate import check_array
 from ..crop import DEFAULT_MARGIN, as_rgb, check_box, crop_image, crop_transform, uncrop_points
 from ..schemes import flip_permutation, get_scheme
 
@@ -94,7 +94,6 @@ def build_network(model_cfg: Dict, scheme, mean_shape=None, *, load_pretrained: 
     'PIPNet'
     """
     from ..nn._backbones import MobileNetV2, ResNet18, load_torchvision_weights
-    from ..nn._multibranch import CoordHead
     from ..nn._pip import PIPNet
 
     cfg = {**MODEL_DEFAULTS, **model_cfg}

@@ -71,7 +71,7 @@ import numpy as np
 import torch
 
 from ..augment import augmented_crop, get_augmentation
-from ..crop import crop_image, crop_transform, transform_points
+from ..crop import crop_transform, transform_points
 from ..datasets import LandmarkDataset
 from ..metrics import nme as _nme
 from ..models._landmarker import MODEL_DEFAULTS, Landmarker, build_network, set_train_mode
@@ -399,11 +399,9 @@ def train(config: Union[Dict, str, os.PathLike], out_dir: Union[str, os.PathLike
         t_ep = time.monotonic()
         crops.epoch = epoch
         order = np.random.default_rng([int(tc["seed"]), epoch, 7]).permutation(len(tr))
-        sampler = torch.utils.data.SequentialSampler(order.tolist())
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(crops, order.tolist()), batch_size=bs,
                                              shuffle=False, num_workers=int(tc["workers"]), drop_last=len(tr) >= bs,
                                              persistent_workers=False)
-        del sampler
         set_train_mode(net)
         losses, out_of_time = [], False
         it = loader

@@ -125,7 +125,7 @@ def train_step_time(repeat: int) -> float:
     """Median seconds of one PIPNet-MobileNetV2 training step (256 px, batch 16, 1 thread)."""
     import torch
 
-    from flmcore.models._landmarker import build_network
+    from flmcore.train._landmarker import build_network
     from flmcore.nn._pip import PIPLoss
 
     rng = np.random.default_rng(0)

@@ -278,13 +278,7 @@ class EvaluationResult:
     @classmethod
     def from_json(cls, path: PathLike) -> "EvaluationResult":
         """Read a result written by :meth:`to_json`."""
-        p = Path(path)
-        if not p.is_file():
-            raise ValueError(f"path {os.fspath(path)!r} does not exist")
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{p}: not valid JSON ({exc})") from None
+        p, data = _read_json(path, "path")
         if not isinstance(data, dict):
             raise ValueError(f"{p}: not an flmcore evaluation result (top level is not an object)")
         return cls.from_dict(data, source=os.fspath(p))
@@ -509,19 +503,24 @@ def evaluate(pred, dataset_or_gt, *, subsets=None, norms: Sequence[str] = ("inte
 # ----------------------------------------------------------------------------------------------
 # predictions files
 # ----------------------------------------------------------------------------------------------
+def _read_json(path: PathLike, what: str):
+    """``(Path, parsed JSON)``; a missing file or invalid JSON raises ValueError naming ``what`` and the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{what} {os.fspath(path)!r} does not exist")
+    try:
+        return p, json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} {os.fspath(p)!r} is not valid JSON ({exc})") from None
+
+
 _FORMAT = ('{"images": [{"file": "<path>", "faces": [{"box": [x0, y0, x1, y1], "score": s, '
            '"points": [[x, y], ...]}]}]}')
 
 
 def _read_faces(path: PathLike) -> Dict[str, List[dict]]:
     """``file -> [{"points": (P, 2), "box": (4,) or None, "score": float or None}]`` with validation."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"predictions file {os.fspath(path)!r} does not exist")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"predictions file {os.fspath(p)!r} is not valid JSON ({exc})") from None
+    p, data = _read_json(path, "predictions file")
 
     def fail(where: str, what: str):
         raise ValueError(f"predictions file {os.fspath(p)!r}: {where} {what}; expected {_FORMAT}")

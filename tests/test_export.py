@@ -9,7 +9,7 @@ pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from flmcore.models import Landmarker, build_network, decode_onnx_outputs, export_onnx, onnx_metadata  # noqa: E402
-from flmcore.models._export import _DenseDecoder, merge_weights  # noqa: E402
+from flmcore.train._export import _DenseDecoder, merge_weights  # noqa: E402
 from flmcore.nn.functional import pip_decode  # noqa: E402
 from flmcore.pip import neighbor_table  # noqa: E402
 

@@ -171,7 +171,7 @@ def test_detector_boxes_are_mapped_then_refined(fixed_lm, photo):
 
 def test_find_faces_on_a_blank_photo_finds_none():
     from flmcore.detect import available_detectors
-    from flmcore.models._predict import find_faces
+    from flmcore.train._predict import find_faces
 
     if not available_detectors():
         pytest.skip("no face detector installed")
@@ -183,7 +183,7 @@ def test_find_faces_retries_upsampled_for_small_faces():
     """dlib's HOG window misses faces under ~80 px at 1x; the 'auto' cascade retries at 2x."""
     root = SHARED_DATA / "dlib_examples_faces"
     from flmcore.detect import available_detectors, detect_faces
-    from flmcore.models._predict import find_faces
+    from flmcore.train._predict import find_faces
     from flmcore.datasets import load_image
 
     if "dlib" not in available_detectors() or not root.is_dir():

@@ -1,6 +1,6 @@
 """Package a finished training run as a shipped model: float16 weights + model card.
 
-    python tools/ship_model.py /work/runs/ibug68 --name ibug68 \
+    python tools/ship_model.py runs/ibug68 --name ibug68 \
         --data ../shared/data/300w_train_crops --command "flmcore train configs/ibug68_pipnet_mbv2.toml ..."
 
 Reads RUN/best.pt (the lowest validation NME) and RUN/log.jsonl, checks that float16 storage

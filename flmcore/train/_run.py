@@ -74,7 +74,7 @@ from ..augment import augmented_crop, get_augmentation
 from ..crop import crop_transform, transform_points
 from ..datasets import LandmarkDataset
 from ..metrics import nme as _nme
-from ..models._landmarker import MODEL_DEFAULTS, Landmarker, build_network, set_train_mode
+from ._landmarker import MODEL_DEFAULTS, Landmarker, build_network, set_train_mode
 from ..pip import mean_face
 from ..schemes import get_scheme
 

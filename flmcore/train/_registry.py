@@ -7,7 +7,8 @@ from typing import Dict, Optional, Union
 
 __all__ = ["SHIPPED_MODELS", "load_model", "model_card"]
 
-_WEIGHTS = Path(__file__).resolve().parent / "weights"
+#: The weights and model cards live in the (torch-free) package folder ``flmcore/models/weights``.
+_WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights"
 
 #: Name -> (weights file, model card) of the models shipped in the package.
 SHIPPED_MODELS: Dict[str, Dict[str, str]] = {

@@ -770,6 +770,14 @@ _LDDMM_FACE_CURVES: Dict[str, Tuple[Curve, ...]] = {
         ("brow_right", _r(22, 26)), ("nose_bridge", _r(27, 30)), ("nose_base", _r(31, 35)),
         ("eye_left", _r(36, 41)), ("eye_right", _r(42, 47)), ("lip_outer_upper", _r(48, 54)),
         ("lip_outer_lower", _r(55, 59)), ("lip_inner_upper", _r(60, 64)), ("lip_inner_lower", _r(65, 67)))),
+    # WFLW: the same 12 curves over points 0-95 (jaw halves 0-16 / 17-32, brow loops 33-41 / 42-50
+    # and eye rings 60-67 / 68-75 taken as open curves, as the official code does); the pupils
+    # 96 and 97 lie on no curve.
+    "wflw98": tuple(Curve(n, ix, False) for n, ix in (
+        ("jaw_left", _r(0, 16)), ("jaw_right", _r(17, 32)), ("brow_left", _r(33, 41)),
+        ("brow_right", _r(42, 50)), ("nose_bridge", _r(51, 54)), ("nose_base", _r(55, 59)),
+        ("eye_left", _r(60, 67)), ("eye_right", _r(68, 75)), ("lip_outer_upper", _r(76, 82)),
+        ("lip_outer_lower", _r(83, 87)), ("lip_inner_upper", _r(88, 92)), ("lip_inner_lower", _r(93, 95)))),
 }
 
 #: The official sigma_V of every curve of ``_LDDMM_FACE_CURVES`` (``get_sigmaV2``), in pixels of
@@ -778,6 +786,8 @@ _LDDMM_FACE_CURVES: Dict[str, Tuple[Curve, ...]] = {
 _LDDMM_FACE_SIGMA_V_PX: Dict[str, Tuple[float, ...]] = {
     "ibug68": (36.1889, 32.2242, 11.2157, 11.2157, 7.2351, 6.5614, 6.4939, 6.4939, 12.0834, 7.9841,
                9.3308, 3.0845),
+    "wflw98": (55.9466, 52.0476, 14.7443, 14.8420, 11.2228, 10.1342, 10.3297, 10.3474, 18.0645, 14.4043,
+               15.5064, 8.6462),
 }
 
 #: Inter-ocular distance (outer eye corners) of a 300-W face in the official 256 x 256 crops
@@ -785,7 +795,11 @@ _LDDMM_FACE_SIGMA_V_PX: Dict[str, Tuple[float, ...]] = {
 #: faces of ``shared/data/300w_train_crops`` with the face box = the box of the 68 points: mean
 #: 119.7 px, median 120.5 px.  Dividing the table above by it expresses the official widths in
 #: units of the inter-ocular distance, which is what :func:`lddmm_face_sigma_v` scales by.
-_LDDMM_FACE_CROP_IOD_PX: Dict[str, float] = {"ibug68": 120.0}
+#: WFLW (outer eye corners 60 / 72) is cropped the same way (HRNet's WFLW crops: 1.25 x the box of
+#: the 98 points); no WFLW images are at hand, so its value is the 300-W one times the ratio of the
+#: (inter-ocular distance / landmark-box side) of PIPNet's WFLW and 300-W mean faces
+#: (0.6057 / 0.6101, ``shared/data/pipnet_meanfaces``): 119.1 px.
+_LDDMM_FACE_CROP_IOD_PX: Dict[str, float] = {"ibug68": 120.0, "wflw98": 119.1}
 
 _LDDMM_PRESETS = ("flmcore", "paper")
 
@@ -799,9 +813,11 @@ def lddmm_face_curves(scheme: Union[str, Scheme], preset: str = "flmcore") -> Tu
     preset : {"flmcore", "paper"}
         ``"flmcore"``: the scheme's own curves (:attr:`Scheme.curves`; for
         ``ibug68`` 9 curves: one jaw, closed eyes and lips).  ``"paper"``: the
-        12 curves of the paper and its official code (jaw halves 0-8 / 9-16,
-        open eyes, upper and lower lip arcs 48-54 / 55-59 / 60-64 / 65-67);
-        only ``ibug68`` has one.
+        12 curves of the paper and its official code (``ibug68``: jaw halves
+        0-8 / 9-16, open eyes, upper and lower lip arcs 48-54 / 55-59 / 60-64 /
+        65-67; ``wflw98``: jaw halves 0-16 / 17-32, open brow loops and eye
+        rings, lip arcs 76-82 / 83-87 / 88-92 / 93-95, pupils on no curve);
+        only these two schemes have one.
 
     Returns
     -------
@@ -839,7 +855,8 @@ def lddmm_face_sigma_v(scheme: Union[str, Scheme], mean_shape) -> np.ndarray:
     Parameters
     ----------
     scheme : str or Scheme
-        ``ibug68``.
+        ``ibug68`` or ``wflw98`` (the official code's 300W and WFLW tables; the
+        WFLW crop's inter-ocular distance is derived in ``_LDDMM_FACE_CROP_IOD_PX``).
     mean_shape : array_like, shape (P, 2)
         The mean face in the pixel frame of the model.
 

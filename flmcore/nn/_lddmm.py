@@ -9,7 +9,7 @@ memory O(B T P), no P x P matrices).  On other devices (or with
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch

@@ -8,7 +8,7 @@ plus Gaussian heatmap targets and decoding so that ATF applies to both families.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch

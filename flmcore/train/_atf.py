@@ -6,9 +6,8 @@ the sampler ``num_replicas``/``rank`` or let it read them from :mod:`torch.distr
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 

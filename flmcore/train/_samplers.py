@@ -15,7 +15,6 @@ every rank runs the same number of steps on the same dataset at each step (as
 """
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -300,7 +299,7 @@ class ATDPSampler:
         return out
 
     def __iter__(self) -> Iterator[Tuple[int, np.ndarray]]:
-        R, r, B = self.num_replicas, self.rank, self.batch_size
+        r, B = self.rank, self.batch_size
         for d, idx in self.plan():
             yield d, idx[r * B:(r + 1) * B].copy()
 

@@ -251,8 +251,7 @@ def run_loss_experiment(data: dict, *, epochs: int = 30, seed: int = 0, batch_si
     Y = y68[tr].double().numpy()
     mean = Y.mean(0)
     bins = pose_bins(Y, n_bins=9)
-    occupied = np.flatnonzero(bins.counts)
-    bin_mean_origin = np.mean([Y[bins.labels == k].mean(0) for k in occupied], axis=0)
+    bin_mean_origin = bins.origin_in(Y)  # Rayhan's origin, in the crop pixels the head regresses
     factories = {
         "L2": lambda: L2Loss(), "L1": lambda: L1Loss(), "Wing": lambda: WingLoss(10.0, 2.0),
         "Anisotropic": lambda: AnisotropicLoss(S68, 5.0, 3.0),

@@ -36,6 +36,7 @@ def test_demo_runs_quick(tmp_path, require_sample):
     assert md.startswith("## LDDMM")
     assert (tmp_path / "lddmm_sparse_to_dense.png").is_file()
     assert "LDDMM (kept control points)" in md and "thin-plate spline" in md
+    assert "NME_c official" in md and "| `paper` | 12 |" in md
 
 
 def test_load_helen68_reads_npz_or_pts_folders(tmp_path):
@@ -51,3 +52,44 @@ def test_load_helen68_reads_npz_or_pts_folders(tmp_path):
     assert demo.load_helen68(tmp_path).shape == (2, 68, 2)
     with pytest.raises(FileNotFoundError, match="no helen68_shapes.npz and no .pts"):
         demo.load_helen68(tmp_path / "sub2" if (tmp_path / "sub2").mkdir() is None else None)
+
+
+def test_preset_comparison_against_the_official_formulas(rng):
+    """The ratio beta * D_c / D_l of the paper preset, recomputed here from the official code's formulas:
+    D_l = mean point distance / outer-eye-corner distance; D_c = currents norm per curve (Gaussian kernel,
+    sigma_W = half the official sigma_V) summed over the 12 curves, / 68, / the same distance."""
+    import math
+
+    torch = pytest.importorskip("torch")  # noqa: F841
+    curves = [range(0, 9), range(9, 17), range(17, 22), range(22, 27), range(27, 31), range(31, 36),
+              range(36, 42), range(42, 48), range(48, 55), range(55, 60), range(60, 65), range(65, 68)]
+    table = [36.1889, 32.2242, 11.2157, 11.2157, 7.2351, 6.5614, 6.4939, 6.4939, 12.0834, 7.9841, 9.3308, 3.0845]
+    from flmcore.data import load_sample
+
+    y = load_sample("helen_pairs")["shapes68"][:6].astype(np.float64)
+    cmp = demo.preset_comparison(y, noise_px=3.0, beta=0.1, rng=5)
+    import torch as T
+
+    pred = (T.as_tensor(y) + 3.0 * T.randn(y.shape, generator=T.Generator().manual_seed(5),
+                                             dtype=T.float64)).numpy()
+    mean = y.mean(0)
+    iod_m = math.dist(mean[36], mean[45])
+    ratios_l, ratios_c = [], []
+    for p, g in zip(pred, y):
+        d = np.linalg.norm(g[36] - g[45])
+        dl = np.mean(np.linalg.norm(p - g, axis=1)) / d
+        dc = 0.0
+        for ix, s in zip(curves, table):
+            sw2 = (0.5 * s / 120.0 * iod_m) ** 2
+            P, G = p[list(ix)], g[list(ix)]
+            c = np.r_[(P[1:] + P[:-1]) / 2, (G[1:] + G[:-1]) / 2]
+            t = np.r_[P[1:] - P[:-1], -(G[1:] - G[:-1])]
+            K = np.exp(-((c[:, None] - c[None]) ** 2).sum(-1) / sw2)
+            dc += float((K * (t @ t.T)).sum())
+        ratios_l.append(dl)
+        ratios_c.append(0.1 * dc / 68 / d)
+    want = np.mean(ratios_c) / np.mean(ratios_l)
+    assert cmp["paper"]["curve_to_landmark"] == pytest.approx(want, rel=1e-6)
+    assert cmp["paper"]["n_curves"] == 12 and cmp["flmcore"]["n_curves"] == 9
+    assert cmp["paper"]["jaw_sigma_v_iod"] == pytest.approx(36.1889 / 120.0, rel=1e-9)
+    assert "| `paper` | 12 |" in demo.preset_table(cmp)

@@ -405,7 +405,9 @@ def nme_curve(pred, gt, scheme, *, gt_scheme=None, norm: Union[str, float, np.nd
         region together, e.g. both eyes) -- and per region the nearest-*vertex*
         distances pred -> truth and truth -> pred are averaged together and
         divided by the normaliser; :math:`\\mathrm{NME}_c` is the mean over
-        the regions present in both schemes (five for iBUG-68 and WFLW-98).
+        the regions present in both schemes (five for iBUG-68 and WFLW-98;
+        a region whose true points are all missing in a face is left out of
+        that face's mean).
         On HELEN it is about 1.5x the polyline value, because a point between
         two true vertices is not at distance 0.
     on_invalid : {"raise", "nan"}
@@ -507,7 +509,12 @@ def _nme_curve_regions(p3, g3, sch, gsch, d, on_invalid):
         ok = np.isfinite(both)
         with np.errstate(invalid="ignore", divide="ignore"):
             per[:, k] = np.where(ok, both, 0.0).sum(1) / ok.sum(1) / d
-    out = per.mean(1)
+    # a region whose true points are all missing in a face is left out of that face's mean
+    # (it used to make the whole face NaN, reported as "no present curve point")
+    has = ~np.isnan(per)
+    n_reg = has.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(has, per, 0.0).sum(1) / n_reg
     if on_invalid == "raise" and np.isnan(out).any():
         raise ValueError(f"no present curve point for face index {np.flatnonzero(np.isnan(out))[:10].tolist()}")
     return out

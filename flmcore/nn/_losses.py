@@ -7,6 +7,13 @@ dtype, any device), reduces the two coordinates of a point to one per-point valu
 reduces with ``reduction`` in ``{"mean", "sum", "none"}``: ``"mean"`` is
 ``sum(weights * l) / (B * P)``, ``"none"`` returns the ``(B, P)`` per-point values.
 
+**Precision.** float32 and float64 inputs are computed and returned in their own dtype.
+float16 and bfloat16 inputs are upcast and computed in float32, and the loss is *returned in
+float32*: a squared pixel distance of a few hundred pixels, or a sum over a batch, exceeds the
+float16 maximum (65504), so a half-precision result could be ``inf`` for finite input (this is
+also what ``torch.autocast`` does for its losses). Gradients flow back to the half-precision
+input in its own dtype.
+
 References
 ----------
 - Feng et al., *Wing loss for robust facial landmark localisation with CNNs*, CVPR 2018 (eq. 5).
@@ -75,6 +82,47 @@ def _check_pos(v, name: str, strict: bool = True) -> float:
     return v
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _up(x: Tensor) -> Tensor:
+    """float16 / bfloat16 -> float32 (every loss computes at least in float32); others unchanged."""
+    return x.float() if x.dtype in _HALF else x
+
+
+def _check_weight_values(w: Tensor) -> None:
+    if w.numel() and not bool((torch.isfinite(w) & (w >= 0)).all()):
+        bad = w[~(torch.isfinite(w) & (w >= 0))]
+        raise ValueError(f"weights must be finite and >= 0, got {float(bad.flatten()[0])}")
+
+
+def _check_ab(v, name: str, n_points: int):
+    """``a`` / ``b`` of the anisotropic cost: a number > 0 or a per-point array ``(P,)`` of numbers > 0.
+
+    Returns a float or a float64 ndarray of shape ``(P,)``.
+    """
+    if isinstance(v, Tensor):
+        v = v.detach().cpu().numpy()
+    if np.ndim(v) == 0 and not isinstance(v, np.ndarray):
+        return _check_pos(v, name)
+    arr = np.asarray(v)
+    if arr.dtype.kind not in "iuf" or arr.dtype == bool:
+        raise TypeError(f"{name} must be a number or a real array of shape ({n_points},), got dtype {arr.dtype}")
+    if arr.shape != (n_points,):
+        raise ValueError(f"{name} must be a number or have shape ({n_points},), got shape {arr.shape}")
+    arr = arr.astype(np.float64)
+    bad = ~(np.isfinite(arr) & (arr > 0))
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name} must be finite and > 0 at every point, got {arr[k]} at point {k}")
+    return arr
+
+
+def _ab_value(v, like: Tensor):
+    """A float stays a float; a per-point array becomes a ``(P,)`` tensor of ``like``'s dtype/device."""
+    return v if isinstance(v, float) else torch.as_tensor(v, dtype=like.dtype, device=like.device)
+
+
 def _reduce(per_point: Tensor, weights, reduction: str) -> Tensor:
     """Apply per-point weights to ``(B, P)`` values and reduce."""
     _check_reduction(reduction)
@@ -88,9 +136,7 @@ def _reduce(per_point: Tensor, weights, reduction: str) -> Tensor:
         if torch.broadcast_shapes(w.shape, per_point.shape) != per_point.shape:
             raise ValueError(f"weights must broadcast to (B, P) = {tuple(per_point.shape)}, "
                              f"got shape {tuple(w.shape)}")
-        if w.numel() and not bool((torch.isfinite(w) & (w >= 0)).all()):
-            bad = w[~(torch.isfinite(w) & (w >= 0))]
-            raise ValueError(f"weights must be finite and >= 0, got {float(bad.flatten()[0])}")
+        _check_weight_values(w)
         per_point = per_point * w
     if reduction == "none":
         return per_point
@@ -110,14 +156,16 @@ def l1_loss(input: Tensor, target: Tensor, *, weights=None, reduction: str = "me
     input, target : Tensor, shape (B, P, 2)
         Predicted and true landmarks (pixels).
     weights : array_like or Tensor, optional
-        Per-point weights broadcastable to ``(B, P)``.
+        Per-point weights broadcastable to ``(B, P)``, finite and >= 0 (else ``ValueError``
+        naming ``weights``).
     reduction : {"mean", "sum", "none"}
         ``"mean"`` divides the weighted sum by ``B * P``.
 
     Returns
     -------
     Tensor
-        A scalar, or ``(B, P)`` when ``reduction="none"``.
+        A scalar, or ``(B, P)`` when ``reduction="none"``; in the input dtype, float32 for
+        float16 / bfloat16 input (computed in float32, see the module notes).
 
     Examples
     --------
@@ -126,6 +174,7 @@ def l1_loss(input: Tensor, target: Tensor, *, weights=None, reduction: str = "me
     2.0
     """
     _check_pair(input, target)
+    input, target = _up(input), _up(target)
     return _reduce((input - target).abs().sum(-1), weights, reduction)
 
 
@@ -139,6 +188,7 @@ def l2_loss(input: Tensor, target: Tensor, *, weights=None, reduction: str = "me
     2.0
     """
     _check_pair(input, target)
+    input, target = _up(input), _up(target)
     return _reduce((input - target).pow(2).sum(-1), weights, reduction)
 
 
@@ -155,6 +205,7 @@ def smooth_l1_loss(input: Tensor, target: Tensor, *, beta: float = 1.0, weights=
     """
     _check_pair(input, target)
     beta = _check_pos(beta, "beta")
+    input, target = _up(input), _up(target)
     x = (input - target).abs()
     per = torch.where(x < beta, 0.5 * x * x / beta, x - 0.5 * beta)
     return _reduce(per.sum(-1), weights, reduction)
@@ -192,6 +243,7 @@ def wing_loss(input: Tensor, target: Tensor, *, w: float = 10.0, epsilon: float 
     _check_pair(input, target)
     w = _check_pos(w, "w")
     epsilon = _check_pos(epsilon, "epsilon")
+    input, target = _up(input), _up(target)
     return _reduce(_wing((input - target).abs(), w, epsilon).sum(-1), weights, reduction)
 
 
@@ -213,6 +265,7 @@ def soft_wing_loss(input: Tensor, target: Tensor, *, omega1: float = 2.0, omega2
     omega2 = _check_pos(omega2, "omega2")
     epsilon = _check_pos(epsilon, "epsilon")
     b = omega1 - omega2 * math.log1p(omega1 / epsilon)
+    input, target = _up(input), _up(target)
     x = (input - target).abs()
     per = torch.where(x < omega1, x, omega2 * torch.log1p(x / epsilon) + b)
     return _reduce(per.sum(-1), weights, reduction)
@@ -255,6 +308,7 @@ def adaptive_wing_loss(input: Tensor, target: Tensor, *, omega: float = 14.0, th
     theta = _check_pos(theta, "theta")
     epsilon = _check_pos(epsilon, "epsilon")
     alpha = _check_pos(alpha, "alpha")
+    input, target = _up(input), _up(target)
     d = (input - target).abs()
     p = alpha - target
     r = theta / epsilon
@@ -349,11 +403,22 @@ def _tangent_dirs(target: Tensor, prev: Tensor, nxt: Tensor) -> Tensor:
     return v
 
 
+def _log(v, like: Tensor) -> Tensor:
+    """``log`` of a float or a per-point ``(P,)`` array as a tensor broadcastable to ``(B, P)``."""
+    return torch.log(torch.as_tensor(v, dtype=like.dtype, device=like.device))
+
+
+def _sq(v, like: Tensor) -> Tensor:
+    """``v * v`` of a float or a per-point ``(P,)`` array as a tensor broadcastable to ``(B, P)``."""
+    t = torch.as_tensor(v, dtype=like.dtype, device=like.device)
+    return t * t
+
+
 def _aniso_coeffs(target: Tensor, scheme, a, b, adaptive: bool = False):
     """Return ``(c_iso, c_tan, t)`` with ``d^T W d = c_iso |d|^2 + c_tan (t.d)^2`` (eq. 6).
 
     Curve points (including open-curve ends, eq. 5): ``c_iso = 1/b^2``,
-    ``c_tan = 1/a^2 - 1/b^2``; corners, isolated points and points whose tangent vanishes
+    ``c_tan = 1/a^2 - 1/b^2`` (``a``, ``b`` floats or per-point ``(P,)`` arrays); corners, isolated points and points whose tangent vanishes
     even one-sidedly: ``c_iso = 1``, ``c_tan = 0`` (W = I), as in
     :func:`flmcore.anisotropic.weight_matrices`.
     """
@@ -375,11 +440,11 @@ def _aniso_coeffs(target: Tensor, scheme, a, b, adaptive: bool = False):
         dot = (e1 * e2).sum(-1)
         theta = torch.where(has, torch.atan2(cross.abs(), dot), torch.zeros_like(dot))
         s = 1.0 - theta / math.pi  # a_i = a^s, b_i = b^s (flmcore.anisotropic, curvature-adaptive)
-        inv_a2 = torch.exp(-2.0 * s * math.log(a))
-        inv_b2 = torch.exp(-2.0 * s * math.log(b))
+        inv_a2 = torch.exp(-2.0 * s * _log(a, target))
+        inv_b2 = torch.exp(-2.0 * s * _log(b, target))
     else:
-        inv_a2 = torch.full(target.shape[:2], 1.0 / (a * a), dtype=target.dtype, device=dev)
-        inv_b2 = torch.full(target.shape[:2], 1.0 / (b * b), dtype=target.dtype, device=dev)
+        inv_a2 = (1.0 / _sq(a, target)).expand(target.shape[:2])
+        inv_b2 = (1.0 / _sq(b, target)).expand(target.shape[:2])
     c_iso = torch.where(on_t, inv_b2, torch.ones_like(inv_b2))
     c_tan = torch.where(on_t, inv_a2 - inv_b2, torch.zeros_like(inv_b2))
     return c_iso, c_tan, t
@@ -408,14 +473,16 @@ def anisotropic_weights(target: Tensor, scheme, a: float = 5.0, b: float = 3.0, 
         True shapes (pixels).
     scheme : str or Scheme
         Annotation scheme with ``P`` points (curves and corners).
-    a, b : float
-        Standard deviations along and across the curve, pixels (``a > b`` lets points slide).
+    a, b : float or array_like (P,)
+        Standard deviations along and across the curve, pixels (``a > b`` lets points slide);
+        per point when arrays (every entry finite and > 0).
     adaptive : bool
         Curvature-adaptive per-point (a, b) as in :func:`flmcore.anisotropic.weight_matrices`.
 
     Returns
     -------
     Tensor, shape (B, P, 2, 2)
+        float64 for float64 ``target``, else float32 (float16/bfloat16 are computed in float32).
 
     Examples
     --------
@@ -427,8 +494,9 @@ def anisotropic_weights(target: Tensor, scheme, a: float = 5.0, b: float = 3.0, 
     _check_tensor(target, "target")
     scheme = _resolve_scheme(scheme)
     _check_scheme_points(target, scheme)
-    a = _check_pos(a, "a")
-    b = _check_pos(b, "b")
+    a = _check_ab(a, "a", scheme.n_points)
+    b = _check_ab(b, "b", scheme.n_points)
+    target = _up(target)
     c_iso, c_tan, t = _aniso_coeffs(target, scheme, a, b, adaptive)
     eye = torch.eye(2, dtype=target.dtype, device=target.device)
     tt = t.unsqueeze(-1) * t.unsqueeze(-2)
@@ -464,6 +532,7 @@ def _mahalanobis_sq(d: Tensor, target: Tensor, scheme, a, b, adaptive: bool) -> 
     curve = on & (vv > 0)
     dd = (d * d).sum(-1)
     vd = (v * d).sum(-1)
+    a, b = _ab_value(a, target), _ab_value(b, target)
     inv_b2 = 1.0 / (b * b)
     q_curve = inv_b2 * dd + (1.0 / (a * a) - inv_b2) * vd * vd / torch.where(curve, vv, torch.ones_like(vv))
     return torch.where(curve, q_curve, dd)
@@ -473,14 +542,15 @@ def _prep_aniso(input, target, scheme, a, b, origin):
     _check_pair(input, target)
     scheme = _resolve_scheme(scheme)
     _check_scheme_points(target, scheme)
-    a = _check_pos(a, "a")
-    b = _check_pos(b, "b")
+    a = _check_ab(a, "a", scheme.n_points)
+    b = _check_ab(b, "b", scheme.n_points)
+    input, target = _up(input), _up(target)
     if origin is not None:
         o = torch.as_tensor(origin, dtype=input.dtype, device=input.device)
         if o.shape != input.shape[1:]:
             raise ValueError(f"origin must have shape (P, 2) = {tuple(input.shape[1:])}, got {tuple(o.shape)}")
         input = input + o
-    return input, scheme, a, b
+    return input, target, scheme, a, b
 
 
 def anisotropic_loss(input: Tensor, target: Tensor, scheme, a: float = 5.0, b: float = 3.0, *,
@@ -502,8 +572,10 @@ def anisotropic_loss(input: Tensor, target: Tensor, scheme, a: float = 5.0, b: f
         True landmarks (pixels).
     scheme : str or Scheme
         Annotation scheme with ``P`` points.
-    a, b : float
+    a, b : float or array_like (P,)
         Standard deviation along / across the curve (pixels); the paper's best is a=5, b=3.
+        Per point when arrays; every entry must be finite and > 0 (a zero standard deviation
+        would be an infinite weight: ``ValueError`` naming ``a`` or ``b``).
     adaptive : bool
         Per-point curvature-adaptive (a, b) (extension, as in :mod:`flmcore.anisotropic`).
     origin : array_like or Tensor, shape (P, 2), optional
@@ -518,7 +590,7 @@ def anisotropic_loss(input: Tensor, target: Tensor, scheme, a: float = 5.0, b: f
     >>> float(anisotropic_loss(z, z, "ibug68"))
     0.0
     """
-    input, scheme, a, b = _prep_aniso(input, target, scheme, a, b, origin)
+    input, target, scheme, a, b = _prep_aniso(input, target, scheme, a, b, origin)
     q = _mahalanobis_sq(input - target, target, scheme, a, b, adaptive)
     return _reduce(q, weights, reduction)
 
@@ -539,7 +611,7 @@ def anisotropic_wing_loss(input: Tensor, target: Tensor, scheme, a: float = 5.0,
     >>> float(anisotropic_wing_loss(z, z, "ibug68"))
     0.0
     """
-    input, scheme, a, b = _prep_aniso(input, target, scheme, a, b, origin)
+    input, target, scheme, a, b = _prep_aniso(input, target, scheme, a, b, origin)
     w = _check_pos(w, "w")
     epsilon = _check_pos(epsilon, "epsilon")
     scale = _check_pos(scale, "scale")
@@ -627,6 +699,7 @@ def mixed_branch_loss(outputs: Mapping[str, Tensor], target: Tensor, dataset: st
     Returns
     -------
     Tensor (scalar)
+        float16 / bfloat16 branch outputs are computed in float32 and give a float32 loss.
 
     Examples
     --------
@@ -645,6 +718,7 @@ def mixed_branch_loss(outputs: Mapping[str, Tensor], target: Tensor, dataset: st
     if main not in outputs:
         raise ValueError(f"main branch {main!r} has no output; outputs: {sorted(outputs)}")
     _check_tensor(target, "target")
+    outputs = {k: _up(v) if isinstance(v, Tensor) else v for k, v in outputs.items()}
     own = _sample_term(outputs[dataset], target.to(outputs[dataset].dtype), form)
     terms = []
     for (na, nb), p in pairs.items():
@@ -666,7 +740,9 @@ class _PointLoss(nn.Module):
         super().__init__()
         self.reduction = _check_reduction(reduction)
         if weights is not None:
-            self.register_buffer("weights", torch.as_tensor(np.asarray(weights), dtype=torch.float64))
+            w = torch.as_tensor(np.asarray(weights), dtype=torch.float64)
+            _check_weight_values(w)
+            self.register_buffer("weights", w)
         else:
             self.weights = None
 
@@ -792,8 +868,9 @@ class AnisotropicLoss(_PointLoss):
     ----------
     scheme : str or Scheme
         Annotation scheme (curves, corners) of the landmarks.
-    a, b : float
-        Standard deviations along / across curves (pixels), ``a=5, b=3`` in the paper.
+    a, b : float or array_like (P,)
+        Standard deviations along / across curves (pixels), ``a=5, b=3`` in the paper; per
+        point when arrays (every entry finite and > 0).
     adaptive : bool
         Curvature-adaptive per-point (a, b) (extension).
     origin : array_like (P, 2), optional
@@ -815,8 +892,8 @@ class AnisotropicLoss(_PointLoss):
                  reduction: str = "mean", weights=None):
         super().__init__(reduction, weights)
         self.scheme = _resolve_scheme(scheme)
-        self.a = _check_pos(a, "a")
-        self.b = _check_pos(b, "b")
+        self.a = _check_ab(a, "a", self.scheme.n_points)
+        self.b = _check_ab(b, "b", self.scheme.n_points)
         self.adaptive = bool(adaptive)
         if origin is not None:
             o = torch.as_tensor(np.asarray(origin, dtype=np.float64))

@@ -253,3 +253,26 @@ def test_tampered_checkpoint_is_refused_and_its_payload_never_runs(one_epoch, tm
         train(config(Path(json.loads((run / "config.json").read_text())["data"]["root"])), run, resume=True,
               progress=False)
     assert not marker.exists()
+
+
+# ----------------------------------------------------------------------------- fine-tuning (train.init)
+def test_init_starts_from_a_models_weights(one_epoch, tmp_path, faces_dir):
+    """train.init loads every parameter of the given model (lr ~ 0 keeps them), and refuses a model of
+    another architecture or scheme, naming the difference."""
+    start = weights(one_epoch / "best.pt")
+    out = tmp_path / "ft"
+    train(config(faces_dir, train={"init": os.fspath(one_epoch / "best.pt")}, optim={"lr": 1e-12}), out,
+          max_epochs=1, progress=False)
+    tuned = weights(out / "best.pt")
+    net = Landmarker.load(out / "best.pt", device="cpu").network
+    params = {k for k, _ in net.named_parameters()}
+    assert params and params <= set(start)
+    for k in params:
+        assert torch.allclose(tuned[k], start[k], atol=1e-6), k
+    with pytest.raises(ValueError, match=r"train.init: .*input_size \(64 vs 96\)"):
+        train(config(faces_dir, train={"init": os.fspath(one_epoch / "best.pt")}, model={"input_size": 96}),
+              tmp_path / "bad", progress=False)
+    with pytest.raises(ValueError, match="train.init: file"):
+        train(config(faces_dir, train={"init": os.fspath(tmp_path / "none.pt")}), tmp_path / "bad2", progress=False)
+    with pytest.raises(ValueError, match="train.init must be a file path"):
+        check_config({"train": {"init": 3}})

@@ -43,6 +43,7 @@ default (:data:`DEFAULTS`) and an unknown key is an error naming it.
     seed = 0
     threads = 0              # torch CPU threads (0 = leave torch's setting)
     device = "auto"
+    init = ""                # start from this flmcore model / checkpoint file (fine-tuning), same [model]
 
 A run writes to its output folder: ``config.json`` (the full config),
 ``log.jsonl`` (one JSON line per epoch: loss, validation NME, time), ``last.pt``
@@ -90,7 +91,8 @@ DEFAULTS: Dict[str, Dict[str, object]] = {
     "optim": {"name": "adam", "lr": 1e-4, "weight_decay": 0.0},
     "schedule": {"epochs": 60, "milestones": [30, 50], "gamma": 0.1},
     "loss": {"alpha": 0.1, "beta": 0.1, "lddmm_beta": 0.1},
-    "train": {"batch_size": 16, "workers": 0, "seed": 0, "threads": 0, "device": "auto", "flip_test": False},
+    "train": {"batch_size": 16, "workers": 0, "seed": 0, "threads": 0, "device": "auto", "flip_test": False,
+              "init": ""},
 }
 
 
@@ -192,6 +194,8 @@ def check_config(config: Dict) -> Dict:
     num("loss", "lddmm_beta", 0)
     num("model", "lddmm_steps", 1, integer=True, hi=64)
     cfg["data"]["exclude"] = _exclude_names(cfg["data"]["exclude"])
+    if not isinstance(cfg["train"]["init"], str):
+        raise ValueError(f"config key train.init must be a file path (or \"\"), got {cfg['train']['init']!r}")
     num("train", "batch_size", 1, integer=True)
     num("train", "workers", 0, integer=True, hi=64)
     num("train", "seed", 0, integer=True)
@@ -248,6 +252,9 @@ def load_config(path: Union[str, os.PathLike]) -> Dict:
     if ann and not os.path.isabs(ann):
         cand = (p.parent / ann)
         cfg["data"]["annotations"] = os.fspath(cand if cand.exists() else Path(ann))
+    init = cfg["train"]["init"]
+    if init and not os.path.isabs(init) and (p.parent / init).exists():
+        cfg["train"]["init"] = os.fspath(p.parent / init)
     return cfg
 
 
@@ -297,6 +304,33 @@ class _CropSet(torch.utils.data.Dataset):
 def _crop_mean_face(ds: LandmarkDataset, size: int, margin: float) -> np.ndarray:
     pts = np.stack([transform_points(f.shape, crop_transform(f.box, size, margin=margin)) for f in ds.faces])
     return mean_face(pts)
+
+
+#: [model] keys that must agree between a run and the model it starts from (train.init).
+_INIT_KEYS = ("type", "backbone", "width", "input_size", "stride", "n_neighbors", "lddmm_preset", "lddmm_steps")
+
+
+def _load_init(path: str, mc: Dict, scheme) -> Dict:
+    """The weights of ``train.init`` (a flmcore model or checkpoint file, ``weights_only=True``) after
+    checking that its scheme and architecture keys equal the run's."""
+    if not os.path.isfile(path):
+        raise ValueError(f"train.init: file {path!r} does not exist")
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"train.init: {path}: cannot load a flmcore checkpoint safely ({type(exc).__name__})") from None
+    if isinstance(st, dict) and "landmarker" in st:
+        st = st["landmarker"]
+    if not isinstance(st, dict) or "model_cfg" not in st or "weights" not in st:
+        raise ValueError(f"train.init: {path} is not a flmcore model or training checkpoint")
+    if st.get("scheme", "ibug68") != scheme.name:
+        raise ValueError(f"train.init: {path} is a {st.get('scheme')} model, the run's scheme is {scheme.name}")
+    other = {**MODEL_DEFAULTS, **st["model_cfg"]}
+    diff = [k for k in _INIT_KEYS if other[k] != mc[k]]
+    if diff:
+        raise ValueError(f"train.init: {path} differs from the run's [model] in " +
+                         ", ".join(f"{k} ({other[k]!r} vs {mc[k]!r})" for k in diff))
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in st["weights"].items()}
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -421,7 +455,11 @@ def train(config: Union[Dict, str, os.PathLike], out_dir: Union[str, os.PathLike
         raise ValueError("the training split is empty")
     size, margin = int(mc["input_size"]), float(mc["margin"])
     torch.manual_seed(int(tc["seed"]))
-    if state is None:
+    if state is None and tc["init"]:  # fine-tuning: architecture and mean face come with the weights
+        w0 = _load_init(tc["init"], mc, ds.scheme)
+        net = build_network(mc, ds.scheme, mean_shape=network_mean_shape(mc, w0), load_pretrained=False)
+        net.load_state_dict(w0, strict=True)
+    elif state is None:
         mean = _crop_mean_face(tr, size, margin)
         net = build_network(mc, ds.scheme, mean_shape=mean, load_pretrained=True)
     else:

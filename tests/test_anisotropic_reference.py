@@ -326,3 +326,43 @@ def test_mahalanobis_cost_against_loops(rng):
     ref = [sum((xx[f, i] - zz[f, i]) @ ref_matrices(zz[f], sch)[i] @ (xx[f, i] - zz[f, i]) for i in range(19))
            for f in range(2)]
     np.testing.assert_allclose(an.mahalanobis_cost(xx, zz, Wz), ref, rtol=1e-10)
+
+
+def test_degenerate_neighbours_with_missing_points_elsewhere(rng):
+    """The one-sided rule is decided per point: a NaN elsewhere in the shape (or batch) changes nothing."""
+    sch = get_scheme("ibug68")
+    z = rng.uniform(0, 100, size=(2, 68, 2))
+    z[:, 9] = z[:, 7]                 # neighbours of 8 coincide
+    z[:, 44] = z[:, 42]               # right eye loop 42..47: neighbours of 43 coincide
+    z[0, 60] = np.nan                 # a missing inner-lip point in face 0
+    z[1, 30, 0] = np.nan              # a half-missing nose point in face 1
+    t = an.tangents(z, sch)
+    W = an.weight_matrices(z, sch)
+    for f in range(2):
+        ref_t = np.array([ref_tangent(z[f], sch, i) for i in range(68)])
+        np.testing.assert_array_equal(np.isnan(t[f]), np.isnan(ref_t))
+        ok = ~np.isnan(ref_t)
+        np.testing.assert_allclose(t[f][ok], ref_t[ok], atol=1e-13)
+        ref_w = ref_matrices(z[f], sch)
+        ok = ~np.isnan(ref_w)
+        np.testing.assert_allclose(W[f][ok], ref_w[ok], rtol=1e-10, atol=1e-14)
+        for i, j in ((8, 9), (43, 44)):
+            d = z[f, j] - z[f, i]
+            np.testing.assert_allclose(t[f, i], d / np.linalg.norm(d), atol=1e-14)
+
+
+def test_ibug68_identity_exactly_at_the_documented_corners(rng):
+    """Paper §3.1 / fidelity page: W = I at the eye and mouth corners only; open-curve ends use eq. 5."""
+    z = rng.uniform(0, 100, size=(68, 2))
+    for adaptive in (False, True):
+        W = an.weight_matrices(z, "ibug68", a=5.0, b=3.0, adaptive=adaptive)
+        ident = [i for i in range(68) if np.array_equal(W[i], np.eye(2))]
+        assert ident == [36, 39, 42, 45, 48, 54, 60, 64]
+    W = an.weight_matrices(z, "ibug68", a=5.0, b=3.0)
+    for i, (p, q) in {0: (0, 1), 16: (15, 16), 17: (17, 18), 21: (20, 21), 22: (22, 23), 26: (25, 26),
+                      27: (27, 28), 30: (29, 30), 31: (31, 32), 35: (34, 35)}.items():
+        t = (z[q] - z[p]) / np.linalg.norm(z[q] - z[p])
+        n = np.array([-t[1], t[0]])
+        assert t @ W[i] @ t == pytest.approx(1 / 25, rel=1e-12)
+        assert n @ W[i] @ n == pytest.approx(1 / 9, rel=1e-12)
+        assert t @ W[i] @ n == pytest.approx(0.0, abs=1e-15)

@@ -478,3 +478,85 @@ def test_mixed_branch_negative_weights_rejected(arg):
         L.MixedBranchLoss(pairs={}, main="m", **kw)
     with pytest.raises(ValueError, match=f"^{arg} must"):
         L.mixed_branch_loss({"m": torch.zeros(1, 3, 2)}, torch.zeros(1, 3, 2), "m", main="m", pairs={}, **kw)
+
+
+# ================================================================ 6. scheme corner cases, small scales
+def _toy_scheme(name):
+    """Curves of 3 (open), 2 (open), 2 (closed), 3 (closed) and 1 points, a curve sharing a point with
+    an earlier one, a corner at an open-curve end and a point on no curve."""
+    from types import SimpleNamespace as NS
+
+    curves = (NS(indices=(0, 1, 2), closed=False), NS(indices=(3, 4), closed=False),
+              NS(indices=(5, 6), closed=True), NS(indices=(7, 8, 9), closed=True), NS(indices=(10,), closed=False),
+              NS(indices=(2, 11, 12), closed=False))
+    return NS(name=name, n_points=14, curves=curves, corners=(0,))
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+@pytest.mark.parametrize("scale", [1.0, 100.0])
+def test_toy_scheme_short_curves_shared_points_match_eq4_6(adaptive, scale):
+    s = _toy_scheme(f"toy-{adaptive}-{scale}")
+    rng = np.random.default_rng(7)
+    z = rng.uniform(0, scale, size=(3, 14, 2))
+    x = z + rng.normal(scale=0.1 * scale, size=z.shape)
+    zt, xt = torch.as_tensor(z), torch.as_tensor(x)
+    W = L.anisotropic_weights(zt, s, 5.0, 3.0, adaptive=adaptive).numpy()
+    for i in range(3):
+        Wr = ref_W(z[i], s, 5.0, 3.0, adaptive)
+        np.testing.assert_allclose(W[i], Wr, rtol=1e-10, atol=1e-14)
+        for k in (0, 10, 13):
+            np.testing.assert_array_equal(Wr[k], np.eye(2))
+        for k in (1, 3, 4, 5, 6, 8, 12):
+            assert not np.allclose(Wr[k], np.eye(2))
+    ref = ref_aniso(x, z, s, 5.0, 3.0, adaptive)
+    np.testing.assert_allclose(L.anisotropic_loss(xt, zt, s, adaptive=adaptive, reduction="none").numpy(), ref,
+                               rtol=1e-10)
+    np.testing.assert_allclose(L.AnisotropicLoss(s, adaptive=adaptive, reduction="sum")(xt, zt).item(), ref.sum(),
+                               rtol=1e-10)
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_anisotropic_normalised_coordinates(adaptive):
+    """Shapes in [0, 1] (neighbour distances well below one pixel): the same weights as eq. 6."""
+    rng = np.random.default_rng(8)
+    z = rng.uniform(0, 1, size=(2, 68, 2))
+    x = z + rng.normal(scale=0.05, size=z.shape)
+    W = L.anisotropic_weights(torch.as_tensor(z), "ibug68", 0.05, 0.03, adaptive=adaptive).numpy()
+    for i in range(2):
+        np.testing.assert_allclose(W[i], ref_W(z[i], S68, 0.05, 0.03, adaptive), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        L.anisotropic_loss(torch.as_tensor(x), torch.as_tensor(z), "ibug68", 0.05, 0.03, adaptive=adaptive,
+                           reduction="none").numpy(), ref_aniso(x, z, S68, 0.05, 0.03, adaptive), rtol=1e-10)
+
+
+@pytest.mark.parametrize("bad", [True, "10", None, [1.0]])
+def test_non_number_parameters_rejected_with_type_error(bad):
+    x, z = torch.zeros(1, 3, 2), torch.ones(1, 3, 2)
+    with pytest.raises(TypeError, match="^w must be a real number"):
+        L.wing_loss(x, z, w=bad)
+    with pytest.raises(TypeError, match="^epsilon must be a real number"):
+        L.WingLoss(epsilon=bad)
+    with pytest.raises(TypeError, match="^beta must be a real number"):
+        L.SmoothL1Loss(beta=bad)
+    with pytest.raises(TypeError, match="^alpha must be a real number"):
+        L.MixedBranchLoss(bad, 1.0, 1.0, {}, main="m")
+
+
+def test_mixed_branch_empty_pairs_and_unrelated_pairs():
+    g = torch.Generator().manual_seed(9)
+    out = {"m": torch.randn(2, 4, 2, generator=g, dtype=torch.float64),
+           "a": torch.randn(2, 3, 2, generator=g, dtype=torch.float64),
+           "c": torch.randn(2, 3, 2, generator=g, dtype=torch.float64)}
+    t = torch.randn(2, 4, 2, generator=g, dtype=torch.float64)
+    own = np.abs(out["m"].numpy() - t.numpy()).sum(-1).mean()
+    for pairs in ({("m", "a"): []}, {("m", "a"): np.zeros((0, 2), np.int64)}, {("a", "c"): [[0, 1]]}, {}):
+        crit = L.MixedBranchLoss(0.5, 1.0, 1.0, pairs, main="m")
+        np.testing.assert_allclose(crit(out, t, "m").item(), own, rtol=1e-12)
+        np.testing.assert_allclose(L.mixed_branch_loss(out, t, "m", main="m", pairs=pairs, alpha=0.5).item(), own,
+                                   rtol=1e-12)
+    # two pair terms are averaged (eq. 3 with several auxiliary branches)
+    pairs = {("m", "a"): [[0, 0]], ("c", "m"): [[2, 3]]}
+    l1 = np.abs(out["m"][:, 0].numpy() - out["a"][:, 0].numpy()).sum(-1).mean()
+    l2 = np.abs(out["c"][:, 2].numpy() - out["m"][:, 3].numpy()).sum(-1).mean()
+    np.testing.assert_allclose(L.MixedBranchLoss(0.5, 1.0, 1.0, pairs, main="m")(out, t, "m").item(),
+                               own + 0.5 * (l1 + l2) / 2, rtol=1e-12)

@@ -625,7 +625,9 @@ class PIPNet(nn.Module):
             return None
         cached = self.__dict__.get("_table_cache")
         if cached is None or not np.array_equal(cached.indices, idx):  # rebuilt after load_state_dict
-            cached = NeighborTable.from_indices(idx)
+            # a copy: on CPU ``idx`` shares the buffer's memory, which set_mean_face / load_state_dict
+            # overwrite in place -- an aliased cache would then look current and keep stale counts
+            cached = NeighborTable.from_indices(idx.copy())
             self.__dict__["_table_cache"] = cached
         return cached
 

@@ -84,9 +84,10 @@ def test_pointwise_losses_match_formula(name, fn, ref):
 def test_wing_is_continuous_at_w():
     w, eps = 10.0, 2.0
     z = torch.zeros(1, 1, 2, dtype=torch.float64)
-    lo = F.wing_loss(torch.tensor([[[w - 1e-9, 0.0]]], dtype=torch.float64), z).item() * 1
-    hi = F.wing_loss(torch.tensor([[[w + 1e-9, 0.0]]], dtype=torch.float64), z).item() * 1
+    lo = F.wing_loss(torch.tensor([[[w - 1e-9, 0.0]]], dtype=torch.float64), z, w=w, epsilon=eps).item()
+    hi = F.wing_loss(torch.tensor([[[w + 1e-9, 0.0]]], dtype=torch.float64), z, w=w, epsilon=eps).item()
     assert abs(lo - hi) < 1e-7
+    assert abs(lo - w * math.log(1 + w / eps)) < 1e-7  # both sides equal w ln(1 + w/eps) at |x| = w
 
 
 def test_soft_wing_is_continuous_at_omega1():

@@ -80,7 +80,12 @@ def ref_awing(p, y, omega=14.0, theta=0.5, eps=1.0, alpha=2.1):
 
 
 def _angle(u, v):
-    """Unsigned angle between two non-zero 2-vectors, by arccos of the normalised dot product."""
+    """Unsigned angle between two 2-vectors, by arccos of the normalised dot product.
+
+    A zero-length edge (coincident points) has no direction: flmcore's convention (the NumPy
+    core's atan2(0, 0)) is a straight run, angle 0."""
+    if not (np.any(u) and np.any(v)):
+        return 0.0
     c = float(np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v)))
     return math.acos(min(1.0, max(-1.0, c)))
 
@@ -334,7 +339,7 @@ def test_per_point_a_b_match_eq6(adaptive):
     z = rng.uniform(0, 100, size=(2, 68, 2))
     x = z + rng.normal(scale=4.0, size=z.shape)
     a = rng.uniform(2.0, 8.0, size=68)
-    b = rng.uniform(1.0, 4.0, size=68)
+    b = rng.uniform(0.3, 4.0, size=68)  # some below one pixel
     xt, zt = torch.as_tensor(x), torch.as_tensor(z)
     W = L.anisotropic_weights(zt, "ibug68", a, b, adaptive=adaptive).numpy()
     for i in range(2):
@@ -444,11 +449,12 @@ BAD_WEIGHTS = [-0.5, float("nan"), float("inf")]
 ], ids=["l1", "l2", "smooth_l1", "wing", "soft_wing", "awing", "aniso", "aniso_wing", "WingLoss", "AnisotropicLoss"])
 def test_bad_weights_rejected_naming_weights(fn, bad):
     x, z = torch.rand(2, 68, 2), torch.rand(2, 68, 2)
-    w = torch.ones(68)
+    w = torch.full((68,), 0.5)
+    w[0] = 0.0
     w[11] = bad
-    with pytest.raises(ValueError, match="^weights must be finite and >= 0"):
+    with pytest.raises(ValueError, match=f"^weights must be finite and >= 0, got {bad}$"):
         fn(x, z, w)
-    with pytest.raises(ValueError, match="^weights must be finite and >= 0"):
+    with pytest.raises(ValueError, match=f"^weights must be finite and >= 0, got {bad}$"):
         fn(x, z, w.numpy().reshape(1, 68).repeat(2, 0))
 
 
@@ -560,3 +566,62 @@ def test_mixed_branch_empty_pairs_and_unrelated_pairs():
     l2 = np.abs(out["c"][:, 2].numpy() - out["m"][:, 3].numpy()).sum(-1).mean()
     np.testing.assert_allclose(L.MixedBranchLoss(0.5, 1.0, 1.0, pairs, main="m")(out, t, "m").item(),
                                own + 0.5 * (l1 + l2) / 2, rtol=1e-12)
+
+
+# ================================================================ 7. defaults and edge values
+def test_documented_defaults_match_the_papers():
+    """Wing w=10, eps=2; AWing omega=14, theta=0.5, eps=1, alpha=2.1; anisotropic a=5, b=3; scale=1;
+    ATF alpha=beta=gamma=1 in the functional form."""
+    rng = np.random.default_rng(10)
+    z = rng.uniform(0, 100, size=(2, 68, 2))
+    x = z + rng.normal(scale=3.0, size=z.shape)
+    xt, zt = torch.as_tensor(x), torch.as_tensor(z)
+    W = L.anisotropic_weights(zt, "ibug68").numpy()
+    np.testing.assert_allclose(W[1], ref_W(z[1], S68, 5.0, 3.0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(L.anisotropic_wing_loss(xt, zt, "ibug68", reduction="none").numpy(),
+                               ref_aniso_wing(x, z, S68), rtol=1e-12)
+    np.testing.assert_allclose(L.AnisotropicWingLoss("ibug68", reduction="none")(xt, zt).numpy(),
+                               ref_aniso_wing(x, z, S68), rtol=1e-12)
+    g = torch.Generator().manual_seed(11)
+    y = torch.rand(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    p = y + (torch.rand(2, 3, 4, 4, generator=g, dtype=torch.float64) - 0.5) * 2.0
+    ref = ref_awing(p.numpy(), y.numpy(), 14.0, 0.5, 1.0, 2.1)
+    np.testing.assert_allclose(L.AdaptiveWingLoss(reduction="none")(p, y).numpy(), ref, rtol=1e-12)
+    np.testing.assert_allclose(L.adaptive_wing_loss(p, y).item(), ref.mean(), rtol=1e-12)
+    out = {"m": xt[:, :5], "a": zt[:, :4]}
+    t = zt[:, 10:15]
+    pairs = {("m", "a"): [[0, 1], [4, 3]]}
+    ref = ref_mixed({k: v.numpy() for k, v in out.items()}, t.numpy(), "m", "m", pairs, 1.0, 1.0, 1.0, "coord")
+    np.testing.assert_allclose(L.mixed_branch_loss(out, t, "m", main="m", pairs=pairs).item(), ref, rtol=1e-12)
+    ref = ref_mixed({k: v.numpy() for k, v in out.items()}, zt[:, 20:24].numpy(), "a", "m", pairs, 1.0, 1.0, 1.0,
+                    "coord")
+    np.testing.assert_allclose(L.mixed_branch_loss(out, zt[:, 20:24], "a", main="m", pairs=pairs).item(), ref,
+                               rtol=1e-12)
+
+
+def test_adaptive_wing_accepts_values_per_landmark():
+    """(B, P) input: no pixel dimensions, one value per landmark."""
+    g = torch.Generator().manual_seed(12)
+    y = torch.rand(3, 4, generator=g, dtype=torch.float64)
+    p = y + torch.rand(3, 4, generator=g, dtype=torch.float64) - 0.5
+    np.testing.assert_allclose(L.adaptive_wing_loss(p, y, reduction="none").numpy(),
+                               ref_awing(p.numpy(), y.numpy()), rtol=1e-12)
+    with pytest.raises(ValueError, match="^input must have shape"):
+        L.adaptive_wing_loss(p[0], y[0])
+
+
+def test_anisotropic_wing_small_errors_and_collapsed_points():
+    """Mahalanobis distances below 1 (sqrt(q) < q) and a fully collapsed curve point (W = I)."""
+    rng = np.random.default_rng(13)
+    z = rng.uniform(0, 100, size=(2, 68, 2))
+    z[1, 4] = z[1, 5] = z[1, 6]                 # jaw point 5 and both neighbours coincide
+    x = z + rng.normal(scale=0.3, size=z.shape)
+    xt, zt = torch.as_tensor(x), torch.as_tensor(z)
+    q = ref_aniso(x, z, S68)
+    assert (q < 1).mean() > 0.5
+    np.testing.assert_allclose(ref_W(z[1], S68, 5.0, 3.0)[5], np.eye(2))
+    np.testing.assert_allclose(L.anisotropic_loss(xt, zt, "ibug68", reduction="none").numpy(), q, rtol=1e-12)
+    np.testing.assert_allclose(L.anisotropic_wing_loss(xt, zt, "ibug68", reduction="none").numpy(),
+                               ref_aniso_wing(x, z, S68), rtol=1e-12)
+    np.testing.assert_allclose(L.anisotropic_wing_loss(xt, zt, "ibug68", adaptive=True, reduction="none").numpy(),
+                               ref_aniso_wing(x, z, S68, adaptive=True), rtol=1e-10)

@@ -29,7 +29,7 @@ References
 from __future__ import annotations
 
 import math
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Tuple
 
 import numpy as np
 import torch

@@ -344,6 +344,10 @@ def test_nme_curve_cross_scheme_and_errors():
     d = ref_point_dist(pred[0, 5], pred[0, 7])
     assert got2[0] == pytest.approx(ref_nme_curve(gt[0] + 1.0, pred[0], curves_of(ib), curves_of(sub), d),
                                     rel=1e-10)
+    # one face each (P != Q points)
+    one = m.nme_curve(pred[1], gt[1], sub, gt_scheme=ib, norm=3.0)
+    assert np.ndim(one) == 0
+    assert float(one) == pytest.approx(ref_nme_curve(pred[1], gt[1], curves_of(sub), curves_of(ib), 3.0), rel=1e-10)
     with pytest.raises(ValueError, match="mode must be one of"):
         m.nme_curve(pred, gt, sub, gt_scheme="ibug68", norm=1.0, mode="icp")
     with pytest.raises(ValueError, match="same number of faces"):

@@ -459,3 +459,19 @@ def test_anisotropic_coincident_neighbours_one_sided_like_core(adaptive):
     z2[0, 4] = z2[0, 5] = z2[0, 6]
     np.testing.assert_allclose(F.anisotropic_weights(z2, "ibug68")[0, 5].numpy(), np.eye(2))
     np.testing.assert_allclose(core.weight_matrices(z2.numpy(), "ibug68")[0, 5], np.eye(2))
+
+
+def test_piecewise_branch_at_the_join_follows_the_paper():
+    """Feng eq. 5 / Lin et al.: the log part is for |x| < w (omega1 for Soft Wing), the other part from
+    |x| = w on; the value is continuous there but the slope is not, so the gradient at the join shows
+    which branch is taken: 1 (linear part of Wing) and omega2 / (epsilon + omega1) (log part of Soft Wing)."""
+    x = torch.tensor([[[10.0, -10.0]]], dtype=torch.float64, requires_grad=True)
+    F.wing_loss(x, torch.zeros(1, 1, 2, dtype=torch.float64), w=10.0, epsilon=2.0, reduction="sum").backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[[1.0, -1.0]]])
+    x = torch.tensor([[[2.0, -2.0]]], dtype=torch.float64, requires_grad=True)
+    F.soft_wing_loss(x, torch.zeros(1, 1, 2, dtype=torch.float64), reduction="sum").backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[[20.0 / 2.5, -20.0 / 2.5]]])
+    # just inside: the other branch (w / (epsilon + |x|) for Wing, 1 for Soft Wing)
+    x = torch.tensor([[[9.5, 1.5]]], dtype=torch.float64, requires_grad=True)
+    F.wing_loss(x, torch.zeros(1, 1, 2, dtype=torch.float64), reduction="sum").backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[[10.0 / 11.5, 10.0 / 3.5]]])

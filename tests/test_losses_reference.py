@@ -352,6 +352,10 @@ def test_per_point_a_b_match_eq6(adaptive):
     np.testing.assert_allclose(
         L.anisotropic_wing_loss(xt, zt, "ibug68", a, b, scale=2.0, adaptive=adaptive, reduction="none").numpy(),
         ref_aniso_wing(x, z, S68, a, b, scale=2.0, adaptive=adaptive), rtol=1e-12)
+    # 0-d arrays / tensors are numbers
+    np.testing.assert_allclose(
+        L.anisotropic_loss(xt, zt, "ibug68", np.array(4.0), torch.tensor(2.0), adaptive=adaptive,
+                           reduction="none").numpy(), ref_aniso(x, z, S68, 4.0, 2.0, adaptive), rtol=1e-10)
     # a per-point array of one value equals the scalar
     np.testing.assert_allclose(L.anisotropic_loss(xt, zt, "ibug68", np.full(68, 5.0), 3.0, adaptive=adaptive).item(),
                                ref_aniso(x, z, S68, 5.0, 3.0, adaptive).mean(), rtol=1e-12)

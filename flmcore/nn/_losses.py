@@ -103,7 +103,9 @@ def _check_ab(v, name: str, n_points: int):
     """
     if isinstance(v, Tensor):
         v = v.detach().cpu().numpy()
-    if np.ndim(v) == 0 and not isinstance(v, np.ndarray):
+    if isinstance(v, np.ndarray) and v.ndim == 0:
+        v = v[()]  # a 0-d array or tensor is a number
+    if np.ndim(v) == 0:
         return _check_pos(v, name)
     arr = np.asarray(v)
     if arr.dtype.kind not in "iuf" or arr.dtype == bool:

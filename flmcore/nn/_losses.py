@@ -420,8 +420,9 @@ def _aniso_coeffs(target: Tensor, scheme, a, b, adaptive: bool = False):
     """Return ``(c_iso, c_tan, t)`` with ``d^T W d = c_iso |d|^2 + c_tan (t.d)^2`` (eq. 6).
 
     Curve points (including open-curve ends, eq. 5): ``c_iso = 1/b^2``,
-    ``c_tan = 1/a^2 - 1/b^2`` (``a``, ``b`` floats or per-point ``(P,)`` arrays); corners, isolated points and points whose tangent vanishes
-    even one-sidedly: ``c_iso = 1``, ``c_tan = 0`` (W = I), as in
+    ``c_tan = 1/a^2 - 1/b^2`` (``a``, ``b`` floats or per-point ``(P,)`` arrays); corners,
+    isolated points and points whose tangent vanishes even one-sidedly: ``c_iso = 1``,
+    ``c_tan = 0`` (W = I), as in
     :func:`flmcore.anisotropic.weight_matrices`.
     """
     prev, nxt, on, ap, am, an = _curve_neighbours(scheme)

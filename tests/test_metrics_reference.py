@@ -141,6 +141,8 @@ def test_face_box_normaliser_against_formula():
     # a single (4,) box for several faces is ambiguous, as are other shapes
     with pytest.raises(ValueError, match=r"boxes must have shape \(4,\) for one face or \(3, 4\)"):
         m.nme(pred, gt, "face_box", boxes=boxes[0])
+    with pytest.raises(ValueError, match=r"boxes must have shape \(4,\) for one face or \(2, 4\)"):
+        m.nme(pred[:2], gt[:2], "face_box", boxes=boxes[0])
     with pytest.raises(ValueError, match="boxes must have shape"):
         m.nme(pred, gt, "face_box", boxes=boxes[:2])
     with pytest.raises(ValueError, match="boxes must have shape"):
@@ -162,6 +164,8 @@ def test_landmark_box_normalisers_with_missing_points():
     gt[0, [0, 5, 7]] = np.nan
     gt[2, :, :] = gt[2] * [1.0, 0.25]          # a flat face: w != h
     gt[3, 10:] = np.nan
+    e1 = m.nme(pred[:1], np.where(np.arange(21)[None, :, None] == 4, gt[:1], np.nan), 2.0)   # one present point
+    assert e1[0] == pytest.approx(ref_point_dist(pred[0, 4], gt[0, 4]) / 2.0, rel=1e-12)
     for norm in ("bbox", "diagonal"):
         ref = []
         for b in range(4):
@@ -184,6 +188,42 @@ def test_landmark_box_normalisers_with_missing_points():
     with pytest.raises(ValueError, match="no present point"):
         m.nme(pred, gt, 2.0)
     assert np.isnan(m.nme(pred, gt, 2.0, on_invalid="nan")[1])
+
+
+def test_invalid_normaliser_messages():
+    gt, rs = random_faces(12, 5, 20)
+    pred = gt + 1.0
+    d = np.ones(12)
+    d[:11] = 0.0
+    with pytest.raises(ValueError, match=r"face index \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\] and 1 more \(values"):
+        m.nme(pred, gt, d)
+    d[10] = 1.0
+    with pytest.raises(ValueError, match=r"face index \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\] \(values"):
+        m.nme(pred, gt, d)
+    # the landmark box of a face without present points is NaN, that of a single point 0
+    g = gt[:3].copy()
+    g[1] = np.nan
+    with pytest.raises(ValueError, match=r"\(bbox\) is zero or not finite for face index \[1\] \(values \[nan\]\)"):
+        m.normalising_distance(g, "bbox")
+    g[1, 2] = (4.0, 5.0)
+    with pytest.raises(ValueError, match=r"\(diagonal\) is zero or not finite for face index \[1\] \(values \[0.0\]\)"):
+        m.normalising_distance(g, "diagonal")
+
+
+def test_small_normalised_coordinates():
+    """Shapes in normalised units (a face of size ~1): normalisers and segments shorter than 1."""
+    sch, pred, gt = _perturbed_faces("ibug68", 2, 21)
+    pred, gt = pred / 400.0, gt / 400.0
+    gt[1, [38, 60]] = np.nan
+    a, b = sch.interocular
+    got = m.nme_curve(pred, gt, sch)
+    for f in range(2):
+        d = ref_point_dist(gt[f, a], gt[f, b])
+        assert d < 1
+        assert got[f] == pytest.approx(ref_nme_curve(pred[f], gt[f], curves_of(sch), curves_of(sch), d), rel=1e-10)
+    for f in range(2):
+        w, h = ref_landmark_box(gt[f])
+        assert m.nme(pred, gt, "bbox")[f] == pytest.approx(ref_nme(pred[f], gt[f], math.sqrt(w * h)), rel=1e-12)
 
 
 def test_eye_normalisers_against_formula():
@@ -267,6 +307,9 @@ def test_nme_curve_nan_ground_truth_points():
         (1, [48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58]),   # most of the closed outer lip: one point left
         (2, list(range(17, 22))),                             # a whole curve (left brow) missing
         (2, [27, 29]),
+        (2, [44]),               # exactly one vertex missing from closed curves (the closing segment)
+        (0, [64]),
+        (1, [33]),               # and from an open one
     ]
     _, pred, gt = _perturbed_faces("ibug68", 3, 5, nan_points)
     for mode in ("polyline", "points"):
@@ -344,6 +387,16 @@ def test_nme_curve_cross_scheme_and_errors():
     d = ref_point_dist(pred[0, 5], pred[0, 7])
     assert got2[0] == pytest.approx(ref_nme_curve(gt[0] + 1.0, pred[0], curves_of(ib), curves_of(sub), d),
                                     rel=1e-10)
+    # a curve closed in one scheme and open in the other is compared as an open polyline
+    sub_open = Scheme("sub_open", 9, (Curve("jaw", tuple(range(5)), False), Curve("eye_left", (5, 6, 7, 8), False)),
+                      (), (5, 7), (5,), (7,))
+    got_open = m.nme_curve(pred, gt, sub_open, gt_scheme=ib, norm=3.0)
+    for f in range(2):
+        assert got_open[f] == pytest.approx(
+            ref_nme_curve(pred[f], gt[f], curves_of(sub_open), curves_of(ib), 3.0), rel=1e-10)
+    ref_closed = ref_nme_curve(pred[0], gt[0], {"eye_left": ([5, 6, 7, 8], True)}, {"eye_left": (list(range(36, 42)), True)}, 3.0)
+    ref_open = ref_nme_curve(pred[0], gt[0], {"eye_left": ([5, 6, 7, 8], False)}, {"eye_left": (list(range(36, 42)), True)}, 3.0)
+    assert ref_closed != pytest.approx(ref_open)     # the data tells the two apart
     # one face each (P != Q points)
     one = m.nme_curve(pred[1], gt[1], sub, gt_scheme=ib, norm=3.0)
     assert np.ndim(one) == 0

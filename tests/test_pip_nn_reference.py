@@ -395,3 +395,108 @@ def test_pipnet_without_neighbors_and_forward_outputs():
     pooled = f[:, :, :2].reshape(2, 5, 1, 2, 2, 2).amax((3, 5))   # 2x2 max pooling written out (3 x 4 -> 1 x 2)
     assert len(extra) == 1
     torch.testing.assert_close(extra[0], net.head.score(pooled))
+
+
+# ----------------------------------------------------------------------------- documented defaults, checks and messages
+def test_head_defaults_initialisation_and_limits():
+    from flmcore.nn.heads import PIPHead
+
+    head = PIPHead(64, 20)
+    assert head.n_neighbors == 10                          # C = 10 in the paper
+    out = head(torch.zeros(1, 64, 2, 3))
+    assert [tuple(o.shape) for o in out] == [(1, 20, 2, 3)] * 3 + [(1, 200, 2, 3)] * 2
+    # official initialisation: normal weights with std 0.001, zero biases (20 x 64 = 1280 weights per map)
+    w = torch.cat([m.weight.detach().ravel() for m in (head.score, head.offset_x, head.offset_y,
+                                                          head.neighbor_x, head.neighbor_y)])
+    assert abs(float(w.std()) - 0.001) < 0.0001
+    assert all(float(m.bias.detach().abs().max()) == 0.0 for m in (head.score, head.neighbor_y))
+    assert PIPHead(8, 5, n_neighbors=4).n_neighbors == 4  # C = N - 1 is the largest allowed
+    one = PIPHead(1, 1, n_neighbors=0)                    # one channel, one landmark
+    assert [o.shape[1] for o in one(torch.zeros(2, 1, 3, 2))] == [1, 1, 1, 0, 0]
+    for kwargs, name in (({"in_channels": 0, "n_points": 5}, "in_channels"),
+                         ({"in_channels": 4, "n_points": 0}, "n_points"),
+                         ({"in_channels": 4, "n_points": 5, "n_neighbors": -1}, "n_neighbors")):
+        with pytest.raises(ValueError, match=name):
+            PIPHead(**kwargs)
+
+
+def test_pipnet_defaults_and_backbone_check():
+    net = PIPNet(TinyBackbone(out_channels=8), 12)
+    assert net.n_neighbors == 10 and net.stc_heads == 0 and net.stride == 4
+    assert net.forward_stc(torch.zeros(1, 1, 8, 8))[1] == []
+    assert bool((net.neighbor_indices == -1).all())     # the "not set" marker saved with the weights
+    assert bool(torch.isnan(net.mean_shape).all()) and tuple(net.mean_shape.shape) == (12, 2)
+    assert PIPNet(TinyBackbone(), 1, n_neighbors=0).n_points == 1
+    mh = net.map_size((8, 20))
+    assert mh == (2, 5) and all(type(v) is int for v in mh)
+    with pytest.raises(TypeError, match="backbone must be a torch.nn.Module with integer attributes"):
+        PIPNet(torch.nn.Conv2d(1, 1, 1), 5)             # stride is a tuple there
+
+    class NotAModule:
+        out_channels, stride = 4, 4
+
+    class NoOut(torch.nn.Module):
+        stride = 4
+
+    class FloatStride(torch.nn.Module):
+        out_channels, stride = 4, 4.0
+
+    for bad in (NotAModule(), NoOut(), FloatStride()):
+        with pytest.raises(TypeError, match="backbone must be"):
+            PIPNet(bad, 5)
+    for bad in (True, 2.5, None):
+        with pytest.raises(TypeError, match="scheme must be a scheme name, a Scheme or a number of points"):
+            PIPNet(TinyBackbone(), bad)
+
+
+def test_targets_map_size_forms_and_right_edge_clip():
+    s = np.array([[[3.0, 2.0], [70.0, 5.0], [10.0, 1.0]]])   # x = 70 lies beyond a 5 x 8 = 40 px wide input
+    ref = ref_targets(s, 1, 5, 8, np.zeros((3, 0), int))
+    for map_size in ((1, 5), [1, 5]):
+        got = pip_targets(s, map_size, 8)
+        for g, r in zip(got, ref):
+            np.testing.assert_allclose(g.numpy(), r, atol=1e-6)
+    np.testing.assert_allclose(pip_decode(pip_targets(torch.as_tensor(s), (1, 5), 8), 8).numpy(), s, atol=1e-12)
+    one = pip_targets(s[:, :1], 1, 8)                        # an int map size: square, here 1 x 1
+    assert tuple(one[0].shape) == (1, 1, 1, 1) and float(one[1]) == pytest.approx(3.0 / 8)
+    for bad in (0, -1, (0, 5), (5, 0), 2.5):
+        with pytest.raises((ValueError, TypeError), match="map_size"):
+            pip_targets(s, bad, 8)
+
+
+def test_output_checks_name_the_tensor():
+    out = random_maps(2, 3, 2, 4, 5, seed=9)
+    with pytest.raises(ValueError, match=r"outputs\[1\] must have the score's shape"):
+        pip_decode((out[0], out[1][:, :, :3], out[2], out[3], out[4]), 4, merge="none")
+    with pytest.raises(ValueError, match=r"outputs\[2\] must have the score's shape"):
+        pip_decode((out[0], out[1], out[2][:, :2], out[3], out[4]), 4, merge="none")
+    with pytest.raises(ValueError, match=r"outputs\[3\] and outputs\[4\] must have the same shape"):
+        pip_decode((out[0], out[1], out[2], out[3], out[4][:, :3]), 4, merge="none")
+    with pytest.raises(ValueError, match=r"outputs\[0\] must have 4 dimensions"):
+        pip_decode((out[0][0],) + out[1:], 4, merge="none")
+    with pytest.raises(TypeError, match=r"outputs\[2\] must be a torch.Tensor"):
+        pip_decode((out[0], out[1], out[2].numpy(), out[3], out[4]), 4, merge="none")
+    with pytest.raises(TypeError, match="of length 4"):
+        pip_decode(list(out[:4]), 4, merge="none")
+    with pytest.raises(ValueError, match="own must be a tensor of shape"):
+        pip_merge(torch.zeros(2, 3, 3), torch.zeros(2, 3, 2, 2), [[1, 2], [0, 2], [0, 1]])
+    with pytest.raises(ValueError, match=r"votes must have shape \(B, N, C, 2\) = \(2, 3, 2, 2\)"):
+        pip_merge(torch.zeros(2, 3, 2), torch.zeros(2, 3, 1, 2), [[1, 2], [0, 2], [0, 1]])
+
+
+def test_loss_single_sample_and_mask_checks():
+    rs = np.random.default_rng(15)
+    H, W, S = 2, 3, 8
+    shapes = np.stack([rs.uniform(0, W * S - 1, (1, 4)), rs.uniform(0, H * S - 1, (1, 4))], -1)
+    tgt = pip_targets(torch.as_tensor(shapes), (H, W), S)
+    out = random_maps(1, 4, 0, H, W, seed=6)
+    o = [x.numpy() for x in out]
+    t = ref_targets(shapes, H, W, S, np.zeros((4, 0), int))
+    ls = ((t[0] - o[0]) ** 2).mean()
+    lo = sum(abs(t[k][0, i][t[0][0, i] == 1][0] - o[k][0, i][t[0][0, i] == 1][0]) for k in (1, 2) for i in range(4)) / 8
+    np.testing.assert_allclose([float(v) for v in PIPLoss().terms(out, tgt)], [ls, lo, 0.0], rtol=1e-12)
+    np.testing.assert_allclose(float(PIPLoss(0.5, 0.5)(out, tgt, mask=torch.tensor([True]))), ls + 0.5 * lo, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"mask must be a bool tensor of shape \(1,\)"):
+        PIPLoss()(out, tgt, mask=torch.tensor([1]))
+    with pytest.raises(ValueError, match=r"mask must be a bool tensor of shape \(1,\)"):
+        PIPLoss()(out, tgt, mask=torch.tensor([True, False]))

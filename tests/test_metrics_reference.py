@@ -478,3 +478,24 @@ def test_lddmm_face_exceeds_polyline_between_vertices():
     ref = ref_lddmm_face(pred, gt, IBUG68_REGIONS, IBUG68_REGIONS, 1.0)
     assert ref > 0
     assert float(m.nme_curve(pred, gt, sch, norm=1.0, mode="lddmm_face")) == pytest.approx(ref, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- CED / AUC / failure rate
+def ref_trapezoid_auc(errors, T, n):
+    th = [T * k / (n - 1) for k in range(n)]
+    ced_ = [sum(e <= t for e in errors) / len(errors) for t in th]
+    return sum(0.5 * (ced_[k] + ced_[k + 1]) * (th[k + 1] - th[k]) for k in range(n - 1)) / T
+
+
+def test_ced_auc_default_grid_and_formula():
+    errors = [0.0501, 0.013, 0.2, 0.0777]
+    th, frac = m.ced(errors, 0.1)                          # default grid: 1001 thresholds
+    assert th.shape == frac.shape == (1001,)
+    assert th[1] == pytest.approx(1e-4) and th[-1] == pytest.approx(0.1)
+    np.testing.assert_allclose(frac, [sum(e <= t for e in errors) / 4 for t in th])
+    assert m.auc(errors, 0.1) == pytest.approx(ref_trapezoid_auc(errors, 0.1, 1001), rel=1e-12)
+    assert m.auc(errors, 0.1) != pytest.approx(ref_trapezoid_auc(errors, 0.1, 1002), rel=1e-6)
+    for n in (2, 3, 17):
+        assert m.auc(errors, 0.08, n) == pytest.approx(ref_trapezoid_auc(errors, 0.08, n), rel=1e-12)
+    assert m.failure_rate(errors, 0.0777) == 0.25          # strictly greater fails
+    assert m.failure_rate(errors, 0.05) == 0.75

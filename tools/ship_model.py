@@ -27,6 +27,10 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default="ibug68")
     ap.add_argument("--data", required=True, help="the training data folder (for the validation numbers)")
     ap.add_argument("--command", required=True, help="the exact command that trained the run")
+    ap.add_argument("--config", default="configs/ibug68_pipnet_mbv2.toml",
+                    help="the run's config file, as named in the repository (for the card)")
+    ap.add_argument("--before", default=None,
+                    help="log.jsonl of the run this one started from (train.init), counted in the card")
     ap.add_argument("--flip-test", choices=("auto", "on", "off"), default="auto",
                     help="the stored test-time flip default (auto: on when it lowers the validation NME)")
     args = ap.parse_args(argv)
@@ -94,6 +98,14 @@ def main(argv=None) -> int:
 
     secs = sum(r["seconds"] for r in log)
     best = min(log, key=lambda r: r.get("val_nme_io", np.inf))
+    before = ""
+    if args.before:
+        prev = [json.loads(s) for s in Path(args.before).read_text().splitlines() if s.strip()]
+        pbest = min(prev, key=lambda r: r.get("val_nme_io", np.inf))
+        before = (f"\n- Started (`train.init`) from the weights of an earlier run: {len(prev)} epochs, "
+                  f"{sum(r['seconds'] for r in prev) / 60:.1f} min, best validation epoch {pbest['epoch']} (NME "
+                  f"{pbest['val_nme_io']:.3f} %); in all {len(prev) + len(log)} epochs, "
+                  f"{(secs + sum(r['seconds'] for r in prev)) / 60:.1f} min.")
     table = "\n\n".join(f"**{k}**\n\n{v.to_markdown()}" for k, v in rows.items())
     card = f"""# flmcore model `{args.name}`: PIPNet, 68 iBUG points
 
@@ -118,9 +130,9 @@ The 300-W test faces (HELEN/LFPW test sets, iBUG) were never used.
 
 ## Training
 - Command: `{args.command}`
-- Config: `configs/ibug68_pipnet_mbv2.toml` in the repository (full config below).
+- Config: `{args.config}` in the repository (full config below).
 - {len(log)} epochs, {secs / 60:.1f} min of training on a shared 2-core CPU (1 torch thread);
-  best validation epoch {best['epoch']} (NME {best['val_nme_io']:.3f} %), which is the shipped one.
+  best validation epoch {best['epoch']} (NME {best['val_nme_io']:.3f} %), which is the shipped one.{before}
 - Weights stored as {'float16' if half else 'float32'} ({size_mb:.1f} MB; loaded as float32).  Float16
   storage changes the validation NME by {nme_change:.4f} points and the points by {half_mean:.3f} px on
   average (at most {half_diff:.2f} px, where two score-map cells nearly tie).

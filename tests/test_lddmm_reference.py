@@ -130,3 +130,33 @@ def test_curve_landmark_loss_sigma_w_one_value_or_one_per_curve():
     for bad in ([1.0, 2.0], np.ones((9, 1))):
         with pytest.raises(ValueError, match="sigma_w"):
             CurveLandmarkLoss("ibug68", sigma_w=bad)
+
+
+def test_assign_to_curves_with_a_collapsed_segment():
+    """A curve whose points coincide is a point: distance |p - a| (written here), for 2 and 3 query points."""
+    shape = np.array([[0.0, 0.0], [10.0, 0.0], [5.0, 5.0], [5.0, 5.0]])
+    curves = [([0, 1], False), ([2, 3], False)]
+    for pts, want in (([[5.0, 4.0], [1.0, 0.5]], [1, 0]), ([[5.0, 4.0], [9.0, 1.0], [5.0, 3.0]], [1, 0, 1])):
+        assert L.assign_to_curves(np.array(pts), shape, curves).tolist() == want
+
+
+def test_register_per_curve_widths_are_used_for_each_curve():
+    """sigma_v given per curve: the result stores them and its deformed template is the Euler flow (written
+    here) of its momenta with each curve's own Gaussian width; the two curves move independently."""
+    rng = np.random.default_rng(0)
+    tpl = np.r_[np.c_[np.linspace(0, 10, 5), np.zeros(5)], np.c_[np.linspace(0, 10, 4), np.full(4, 8.0)]]
+    tgt = tpl + rng.normal(scale=0.5, size=tpl.shape)
+    curves = [(np.arange(5), False), (np.arange(5, 9), False)]
+    sig = [3.0, 6.0]
+    res = L.register(tpl, tgt, curves=curves, sigma_v=sig, beta=0.0, n_steps=3, mode="flow", max_iter=50)
+    np.testing.assert_allclose(res.sigma_v, sig)
+    mom = np.asarray(res.momenta).reshape(3, 9, 2)
+    x = tpl.copy()
+    for t in range(3):
+        v = np.zeros_like(x)
+        for (idx, _), s in zip(curves, sig):
+            d = x[idx][:, None] - x[idx][None]
+            v[idx] = np.exp(-(d ** 2).sum(-1) / s ** 2) @ mom[t, idx]
+        x = x + v / 3
+    np.testing.assert_allclose(res.deformed, x, atol=1e-8)
+    assert np.abs(res.deformed - tgt).max() < 0.05

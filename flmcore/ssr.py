@@ -181,6 +181,10 @@ def _check_gram(G, XtY) -> Tuple[np.ndarray, np.ndarray, bool]:
 
 def _solve(G, XtY, tau, positive, max_iter, num_threads, record=False):
     p, T = XtY.shape
+    # the Numba kernels run without bounds checks: every caller's shapes are checked here, once
+    if np.shape(G) != (p, p) or np.shape(tau) != (T,):
+        raise ValueError(f"lars_lasso: G must have shape ({p}, {p}) and tau one value per target ({T},); "
+                         f"got G {np.shape(G)} and tau {np.shape(tau)}")
     coef = np.zeros((T, p))
     status = np.zeros(T, np.int64)
     n_steps = np.zeros(T, np.int64)

@@ -371,3 +371,17 @@ def test_scheme_union_blocks_against_reference():
     np.testing.assert_array_equal(out[:, :5], s0)
     np.testing.assert_allclose(out[:, 5], (c0 + np.einsum("k,nkd->nd", u.H_[0][5], s0 - c0)[:, None])[:, 0],
                                atol=1e-9)
+
+
+def test_solver_entry_checks_shapes_before_the_unchecked_kernel():
+    """The Numba LARS kernels drop bounds checks: ssr._solve refuses a tau or G of the wrong shape."""
+    from flmcore import ssr as _ssr
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(6, 3)), rng.normal(size=(6, 4))
+    G, XtY = X.T @ X, X.T @ Y
+    coef, *_ = _ssr._solve(G, XtY, np.full(4, 0.5), False, 50, 1)
+    assert coef.shape == (4, 3)
+    for g, t in ((G, np.full(8, 0.5)), (G, np.full(2, 0.5)), (G[:2, :2], np.full(4, 0.5))):
+        with pytest.raises(ValueError, match="one value per target"):
+            _ssr._solve(g, XtY, t, False, 50, 1)

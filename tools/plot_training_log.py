@@ -43,7 +43,7 @@ def main(argv=None) -> int:
             notes.append(f"stage {k + 1}: {len(recs)} epochs, lr " + " -> ".join(f"{v:.0e}" for v in lrs))
             start = ep[-1]
         best = min((r.get("val_nme_io", float("inf")), i) for i, r in enumerate(sum(stages, [])))
-        ax2.annotate(f"best {best[0]:.2f} %", (best[1] + 1, best[0]), textcoords="offset points", xytext=(-40, 12),
+        ax2.annotate(f"best {best[0]:.2f} %", (best[1] + 1, best[0]), textcoords="offset points", xytext=(-70, 40),
                      arrowprops={"arrowstyle": "->", "lw": 0.8})
         ax1.set_xlabel("epoch")
         ax1.set_ylabel("training loss (PIPNet, mean per batch)")

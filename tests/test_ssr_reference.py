@@ -385,3 +385,16 @@ def test_solver_entry_checks_shapes_before_the_unchecked_kernel():
     for g, t in ((G, np.full(8, 0.5)), (G, np.full(2, 0.5)), (G[:2, :2], np.full(4, 0.5))):
         with pytest.raises(ValueError, match="one value per target"):
             _ssr._solve(g, XtY, t, False, 50, 1)
+
+
+def test_zero_budget_path_is_the_origin_alone():
+    """tau = 0: the lasso solution is 0 and the path holds the single knot at the origin (no LARS step),
+    stopped on the budget."""
+    from flmcore.ssr import lars_lasso_path
+
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(8, 4)), rng.normal(size=8)
+    path = lars_lasso_path(X, y, tau=0.0)
+    assert path.coefs.shape == (1, 4) and not path.coefs.any() and not path.active.any()
+    assert path.status == "tau"
+    np.testing.assert_allclose(path.alphas[0], np.abs(X.T @ y).max() / len(y), rtol=1e-12)

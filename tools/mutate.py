@@ -50,15 +50,16 @@ REPO = Path(__file__).resolve().parents[1]
 #: Default tests per module (paths relative to the repository root).
 DEFAULT_TESTS: Dict[str, List[str]] = {
     "flmcore/procrustes.py": ["tests/test_procrustes.py", "tests/test_fuzz_kernels.py"],
-    "flmcore/anisotropic.py": ["tests/test_anisotropic.py"],
-    "flmcore/metrics.py": ["tests/test_metrics.py"],
-    "flmcore/ssr.py": ["tests/test_ssr.py", "tests/test_ssr_estimators.py"],
+    "flmcore/anisotropic.py": ["tests/test_anisotropic_reference.py", "tests/test_anisotropic.py"],
+    "flmcore/metrics.py": ["tests/test_metrics_reference.py", "tests/test_metrics.py"],
+    "flmcore/ssr.py": ["tests/test_ssr_reference.py", "tests/test_ssr.py", "tests/test_ssr_estimators.py"],
     "flmcore/pip.py": ["tests/test_pip.py"],
-    "flmcore/lddmm.py": ["tests/test_lddmm.py", "tests/test_fuzz_kernels.py"],
-    "flmcore/nn/_losses.py": ["tests/test_losses.py"],
-    "flmcore/nn/_pip.py": ["tests/test_pip.py"],
-    "flmcore/nn/_lddmm.py": ["tests/test_lddmm_nn.py"],
-    "flmcore/_ext/lars.py": ["tests/test_ssr.py", "tests/test_fuzz_kernels.py"],
+    "flmcore/lddmm.py": ["tests/test_lddmm_reference.py", "tests/test_lddmm.py", "tests/test_fuzz_kernels.py"],
+    "flmcore/nn/_losses.py": ["tests/test_losses_reference.py", "tests/test_losses.py"],
+    "flmcore/nn/_pip.py": ["tests/test_pip_nn_reference.py", "tests/test_pip.py"],
+    "flmcore/nn/_lddmm.py": ["tests/test_lddmm_reference.py", "tests/test_lddmm_nn.py", "tests/test_fidelity.py",
+                             "tests/test_train_lddmm.py"],
+    "flmcore/_ext/lars.py": ["tests/test_ssr.py", "tests/test_ssr_reference.py"],
 }
 
 _BINOP_SWAPS = {

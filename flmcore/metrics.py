@@ -8,7 +8,7 @@
   (:math:`\\sqrt{w^2 + h^2}`) distance, or user-given per-face values.
 * :func:`failure_rate`, :func:`ced`, :func:`auc` — the cumulative error
   distribution (CED) and its normalised area up to a threshold (trapezoid rule).
-* :func:`point_var` — PIPNet's Point-Var (Zhou et al., IJCV 2023, §4.3.2):
+* :func:`point_var` — PIPNet's Point-Var (Jin, Liao & Shao, IJCV 2021, §4.3.2):
   the variance of the per-point differences between prediction and ground
   truth within each face, averaged over the faces.
 * :func:`nme_curve` — LDDMM-Face's curve error :math:`\\mathrm{NME}_c` (Yang et
@@ -24,7 +24,7 @@ when ``on_invalid="nan"``.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Tuple, Union
 
 import numpy as np
 

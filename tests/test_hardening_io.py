@@ -1,8 +1,5 @@
 """Issue 13, readers: every bad file gives a ValueError naming the file, with bounded memory;
 plus property tests (hypothesis) of the readers against independent writers/parsers."""
-import json
-import sys
-
 import numpy as np
 import pytest
 import scipy.io

@@ -122,7 +122,7 @@ def test_currents_of_a_closed_triangle_include_the_closing_segment(backend):
 
 
 def test_curve_landmark_loss_sigma_w_one_value_or_one_per_curve():
-    torch = pytest.importorskip("torch")  # noqa: F841
+    pytest.importorskip("torch")
     from flmcore.nn import CurveLandmarkLoss
 
     assert CurveLandmarkLoss("ibug68", sigma_w=[3.0]).sigma_w == [3.0] * 9       # one value, every curve

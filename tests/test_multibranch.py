@@ -7,7 +7,7 @@ from torch import nn
 from flmcore.nn import CoordHead, HeatmapHead
 from flmcore.nn.models import MultiBranch
 from flmcore.nn.functional import decode_heatmaps, heatmap_targets
-from flmcore.schemes import correspondences, get_scheme
+from flmcore.schemes import correspondences
 from flmcore.similar_points import fit_similarity, similar_landmark_pairs
 
 

@@ -1,7 +1,6 @@
 """Landmarks on photos: flmcore.models.predict_* and the output format, with a model whose crop-frame
 output is known, so image-pixel results are checked against the crop convention written out here."""
 import json
-import math
 import os
 
 import numpy as np
@@ -10,7 +9,7 @@ import torch
 from PIL import Image
 
 from conftest import SHARED_DATA, load_bundled_sample
-from flmcore.models import Landmarker, build_network, predict_files, predict_image, read_boxes_file, load_model
+from flmcore.models import Landmarker, predict_files, predict_image, read_boxes_file, load_model
 
 SIZE = 64
 

@@ -12,7 +12,6 @@ from flmcore.ssr import (
     SchemeUnion,
     SparseShapeRegression,
     SparseShapeRegressionCV,
-    lars_lasso,
     normalised_mean_error,
     shapes_to_design,
 )

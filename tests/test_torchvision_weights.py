@@ -8,7 +8,6 @@ equal to the intended one."""
 import importlib.util
 import os
 
-import numpy as np
 import pytest
 import torch
 

@@ -398,3 +398,18 @@ def test_zero_budget_path_is_the_origin_alone():
     assert path.coefs.shape == (1, 4) and not path.coefs.any() and not path.active.any()
     assert path.status == "tau"
     np.testing.assert_allclose(path.alphas[0], np.abs(X.T @ y).max() / len(y), rtol=1e-12)
+
+
+def test_lars_step_counts_at_the_two_early_exits():
+    """No LARS step is taken for a zero budget (status 0: stopped on tau) nor for a target uncorrelated
+    with every feature (X^T y = 0: the whole path is the origin, status 1)."""
+    from flmcore import ssr as _ssr
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(7, 3))
+    Y = np.c_[rng.normal(size=7), np.zeros(7)]
+    coef, status, n_steps, _ = _ssr._solve(X.T @ X, X.T @ Y, np.array([0.0, 1.0]), False, 50, 1)
+    assert not coef.any()
+    assert status.tolist() == [0, 1] and n_steps.tolist() == [0, 0]
+    coef, status, n_steps, _ = _ssr._solve(X.T @ X, X.T @ Y, np.array([np.inf, np.inf]), False, 50, 1)
+    assert n_steps[0] >= 3 and n_steps[1] == 0 and status.tolist() == [1, 1]

@@ -7,27 +7,11 @@ from scipy.optimize import nnls
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import lars_path
 
+from _lasso_reference import sk_at, sk_path
+
 from flmcore.ssr import LassoPath, lars_lasso, lars_lasso_gram, lars_lasso_path
 
 
-def sk_path(X, y, positive=False):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _, _, coefs = lars_path(X, y, method="lasso", positive=positive)
-    return coefs.T
-
-
-def sk_at(X, y, tau, positive=False):
-    """scikit-learn path interpolated at ||h||_1 = tau (last knot beyond)."""
-    coefs = sk_path(X, y, positive)
-    l1 = np.abs(coefs).sum(axis=1)
-    if tau >= l1[-1]:
-        return coefs[-1]
-    i = int(np.searchsorted(l1, tau, side="left"))
-    if i == 0:
-        return coefs[0]
-    f = (tau - l1[i - 1]) / (l1[i] - l1[i - 1])
-    return coefs[i - 1] + f * (coefs[i] - coefs[i - 1])
 
 
 def assert_close_rel(a, b, rtol=1e-8):
@@ -107,7 +91,7 @@ def test_path_with_variable_drop(rng):
     left = np.flatnonzero(path.active[k - 1] & ~path.active[k])
     assert left.size == 1 and path.coefs[k, left[0]] == 0.0
     # scikit-learn drops the same variable (its path has a knot where it returns to zero)
-    sk = sk_path(X, y)
+    sk = sk_path(X, y)[1]
     assert np.any((np.abs(sk[1:-1, left[0]]) == 0) & (np.abs(sk[:-2, left[0]]) > 0))
     l1 = path.l1_norms
     for tau in (0.5 * (l1[k - 1] + l1[k]), l1[k], 0.5 * (l1[k] + l1[min(k + 1, l1.size - 1)]), l1[-1] * 1.1):
@@ -166,7 +150,7 @@ def test_positive(rng):
     long_paths = 0
     for t in range(Y.shape[1]):
         y = Y[:, t]
-        sk = sk_path(X, y, positive=True)
+        sk = sk_path(X, y, positive=True)[1]
         l1 = np.abs(sk).sum(axis=1)
         long_paths += l1.size >= 4
         # interior of the path: equal to scikit-learn's positive lars

@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.linear_model import lars_path
+from _lasso_reference import sk_at, sk_path
 
 from flmcore import ssr
 from flmcore.ssr import (
@@ -52,23 +52,6 @@ def constrained_lasso_pg(X, y, tau, n_iter=20000):
     return h
 
 
-def sk_coefs(X, y, positive=False):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        alphas, _, coefs = lars_path(X, y, method="lasso", positive=positive)
-    return alphas, coefs.T
-
-
-def sk_at(X, y, tau, positive=False):
-    coefs = sk_coefs(X, y, positive)[1]
-    l1 = np.abs(coefs).sum(axis=1)
-    if tau >= l1[-1]:
-        return coefs[-1]
-    i = int(np.searchsorted(l1, tau, side="left"))
-    if i == 0:
-        return coefs[0]
-    f = (tau - l1[i - 1]) / (l1[i] - l1[i - 1])
-    return coefs[i - 1] + f * (coefs[i] - coefs[i - 1])
 
 
 def stack_xy(shapes):
@@ -215,7 +198,7 @@ def test_path_knots_alphas_and_coef_at_against_sklearn():
     rng = np.random.default_rng(5)
     X = rng.normal(size=(45, 7))
     y = X @ rng.normal(size=7) + rng.normal(size=45)
-    alphas, coefs = sk_coefs(X, y)
+    alphas, coefs = sk_path(X, y)
     path = lars_lasso_path(X, y)
     assert path.status == "end"
     np.testing.assert_allclose(path.alphas, alphas, rtol=1e-8, atol=1e-12 * alphas[0])

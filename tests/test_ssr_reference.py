@@ -218,6 +218,11 @@ def test_path_knots_alphas_and_coef_at_against_sklearn():
     assert stopped.status == "tau"
     assert stopped.l1_norms[-1] == pytest.approx(tau, rel=1e-12)
     close(stopped.coefs[-1], sk_at(X, y, tau))
+    # ... and its alpha (max |correlation| / n) is scikit-learn's, linear in ||h||_1 on the segment
+    l1 = np.abs(coefs).sum(axis=1)
+    i = int(np.searchsorted(l1, tau))
+    f = (tau - l1[i - 1]) / (l1[i] - l1[i - 1])
+    assert stopped.alphas[-1] == pytest.approx(alphas[i - 1] + f * (alphas[i] - alphas[i - 1]), rel=1e-8)
     # several targets, per-target budgets, sample count in the alphas
     Y = np.c_[y, -2 * y]
     paths = lars_lasso_path(X, Y, [np.inf, 0.5])

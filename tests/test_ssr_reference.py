@@ -223,6 +223,7 @@ def test_path_knots_alphas_and_coef_at_against_sklearn():
     i = int(np.searchsorted(l1, tau))
     f = (tau - l1[i - 1]) / (l1[i] - l1[i - 1])
     assert stopped.alphas[-1] == pytest.approx(alphas[i - 1] + f * (alphas[i] - alphas[i - 1]), rel=1e-8)
+    assert stopped.active[-1].tolist() == (np.abs(sk_at(X, y, tau)) > 1e-12).tolist()   # its active set
     # several targets, per-target budgets, sample count in the alphas
     Y = np.c_[y, -2 * y]
     paths = lars_lasso_path(X, Y, [np.inf, 0.5])

@@ -235,7 +235,9 @@ def weight_matrices(shape, scheme, a: Union[float, np.ndarray] = 5.0, b: Union[f
         Symmetric positive-definite matrices; the identity at corners
         (``scheme.corners``: true eye / mouth corners and isolated points, not
         open-curve ends) and wherever the tangent is undefined (zero vector);
-        NaN where the tangent is NaN (missing points nearby).
+        NaN where the tangent is NaN (missing points nearby) and, with
+        ``adaptive=True``, where the turning angle is (an open-curve end borrows
+        its inner neighbour's angle, so a missing point two steps in makes it NaN).
 
     Examples
     --------

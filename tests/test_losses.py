@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _anisotropic_reference import ref_matrices
 
 from flmcore.nn import functional as F
 from flmcore.nn.losses import (AdaptiveWingLoss, AnisotropicLoss, AnisotropicWingLoss, L1Loss, L2Loss,
@@ -142,10 +143,10 @@ def test_weights_and_reductions():
 def test_modules_match_formulas_and_keep_dtype():
     x, z = _pair(B=2, P=29)
     s29 = get_scheme("helen_zhou29")
-    W = np.stack([ref_weight_matrices(z[i].numpy(), s29, 4.0, 2.0) for i in range(2)])
+    W = np.stack([ref_matrices(z[i].numpy(), s29, 4.0, 2.0) for i in range(2)])
     d = (x - z).numpy()
     q = np.einsum("bpi,bpij,bpj->bp", d, W, d)
-    W53 = np.stack([ref_weight_matrices(z[i].numpy(), s29, 5.0, 3.0) for i in range(2)])
+    W53 = np.stack([ref_matrices(z[i].numpy(), s29, 5.0, 3.0) for i in range(2)])
     q53 = np.einsum("bpi,bpij,bpj->bp", d, W53, d)
     cases = [
         (L1Loss(), per_point(abs, x, z).mean()), (L2Loss(), per_point(lambda v: v * v, x, z).mean()),
@@ -169,35 +170,6 @@ def test_modules_match_formulas_and_keep_dtype():
 
 
 # ---------------------------------------------------------------- anisotropic
-def ref_weight_matrices(z, scheme, a, b):
-    """Eq. 4-6 written out point by point from the scheme's curves."""
-    P = z.shape[0]
-    W = np.zeros((P, 2, 2))
-    done = set()
-    for curve in scheme.curves:
-        idx = list(curve.indices)
-        n = len(idx)
-        for k, i in enumerate(idx):
-            if i in done:
-                continue
-            done.add(i)
-            if curve.closed:
-                t = z[idx[(k + 1) % n]] - z[idx[(k - 1) % n]]
-            elif k == 0:
-                t = z[idx[1]] - z[idx[0]]  # eq. 5
-            elif k == n - 1:
-                t = z[idx[-1]] - z[idx[-2]]
-            else:
-                t = z[idx[k + 1]] - z[idx[k - 1]]  # eq. 4
-            t = t / np.linalg.norm(t)
-            tt = np.outer(t, t)
-            W[i] = tt / a ** 2 + (np.eye(2) - tt) / b ** 2  # eq. 6
-    for i in range(P):
-        if i in scheme.corners or i not in done:
-            W[i] = np.eye(2)
-    return W
-
-
 @pytest.mark.parametrize("name", ["ibug68", "helen_zhou29", "wflw98"])
 def test_anisotropic_weights_match_equations(name):
     s = get_scheme(name)
@@ -205,7 +177,7 @@ def test_anisotropic_weights_match_equations(name):
     z = torch.rand(3, s.n_points, 2, generator=g, dtype=torch.float64) * 100
     W = F.anisotropic_weights(z, name, 5.0, 3.0).numpy()
     for bi in range(3):
-        np.testing.assert_allclose(W[bi], ref_weight_matrices(z[bi].numpy(), s, 5.0, 3.0), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(W[bi], ref_matrices(z[bi].numpy(), s, 5.0, 3.0), rtol=1e-12, atol=1e-14)
 
 
 def test_anisotropic_weights_match_core_numpy():
@@ -236,7 +208,7 @@ def test_anisotropic_loss_matches_quadratic_form_and_eigenpairs():
     d = x - z
     ref = np.zeros((2, 68))
     for bi in range(2):
-        Wr = ref_weight_matrices(z[bi].numpy(), s68, 5.0, 3.0)
+        Wr = ref_matrices(z[bi].numpy(), s68, 5.0, 3.0)
         for i in range(68):
             di = d[bi, i].numpy()
             ref[bi, i] = di @ Wr[i] @ di  # eq. 2
@@ -284,7 +256,7 @@ def test_anisotropic_origin_and_wing_forms():
                                F.anisotropic_loss(x + ot, z, "helen_zhou29").item(), rtol=1e-12)
     s29 = get_scheme("helen_zhou29")
     d = (x - z).numpy()
-    W = np.stack([ref_weight_matrices(z[i].numpy(), s29, 5.0, 3.0) for i in range(2)])
+    W = np.stack([ref_matrices(z[i].numpy(), s29, 5.0, 3.0) for i in range(2)])
     q = np.einsum("bpi,bpij,bpj->bp", d, W, d)
     ref = np.vectorize(lambda v: ref_wing(v, 10.0, 2.0))(3.0 * np.sqrt(q))
     np.testing.assert_allclose(F.anisotropic_wing_loss(x, z, "helen_zhou29", scale=3.0, reduction="none").numpy(),
@@ -297,7 +269,7 @@ def test_anisotropic_no_grad_through_target_weights():
     loss = F.anisotropic_loss(x, z, "ibug68")
     loss.backward()
     # d/dz of (x-z)^T W (x-z) with W fixed is -2 W (x-z)
-    W = ref_weight_matrices(z.detach()[0].numpy(), get_scheme("ibug68"), 5.0, 3.0)
+    W = ref_matrices(z.detach()[0].numpy(), get_scheme("ibug68"), 5.0, 3.0)
     ref = -2 * np.einsum("pij,pj->pi", W, (x - z.detach())[0].numpy()) / 68
     np.testing.assert_allclose(z.grad[0].numpy(), ref, rtol=1e-10)
 
@@ -306,7 +278,7 @@ def test_anisotropic_gradients_closed_form():
     """d/dx of mean_i d_i^T W_i d_i is 2 W d / (B P); of wing(s sqrt(q)): wing'(m) s W d / (sqrt(q) B P)."""
     x, z = _pair(B=2, P=29, scale=6.0, seed=3)
     s29 = get_scheme("helen_zhou29")
-    W = np.stack([ref_weight_matrices(z[i].numpy(), s29, 5.0, 3.0) for i in range(2)])
+    W = np.stack([ref_matrices(z[i].numpy(), s29, 5.0, 3.0) for i in range(2)])
     d = (x - z).numpy()
     Wd = np.einsum("bpij,bpj->bpi", W, d)
     xr = x.clone().requires_grad_(True)

@@ -17,6 +17,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _anisotropic_reference import ref_matrices
 
 from flmcore.nn import _losses as L
 from flmcore.schemes import get_scheme
@@ -79,71 +80,11 @@ def ref_awing(p, y, omega=14.0, theta=0.5, eps=1.0, alpha=2.1):
     return out
 
 
-def _angle(u, v):
-    """Unsigned angle between two 2-vectors, by arccos of the normalised dot product.
-
-    A zero-length edge (coincident points) has no direction: flmcore's convention (the NumPy
-    core's atan2(0, 0)) is a straight run, angle 0."""
-    if not (np.any(u) and np.any(v)):
-        return 0.0
-    c = float(np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v)))
-    return math.acos(min(1.0, max(-1.0, c)))
-
-
-def ref_W(z, scheme, a, b, adaptive=False):
-    """Rayhan et al. eq. 4-6 for one shape z (P, 2), point by point from the scheme's curves.
-
-    a, b: numbers or per-point arrays.  Curve points: W = t t^T / a^2 + (I - t t^T) / b^2 with t
-    the unit (z_next - z_prev) (eq. 4), one-sided at open-curve ends (eq. 5), wrapping on closed
-    curves; where the two neighbours coincide the forward (else backward) one-sided difference.
-    W = I at the scheme's corners, on single-point curves, on no curve, and where every
-    difference vanishes.  adaptive: a_i = a^s, b_i = b^s, s = 1 - theta/pi with theta the
-    turning angle at the point (open ends: the inner neighbour's; curves < 3 points: 0).
-    """
-    P = z.shape[0]
-    a = np.broadcast_to(np.asarray(a, float), (P,))
-    b = np.broadcast_to(np.asarray(b, float), (P,))
-    W = np.array([np.eye(2) for _ in range(P)])
-    done = set()
-    for curve in scheme.curves:
-        idx = list(curve.indices)
-        n = len(idx)
-        for k, i in enumerate(idx):
-            if i in done:
-                continue
-            done.add(i)
-            if n < 2 or i in scheme.corners:
-                continue
-            if curve.closed:
-                ip, inx = idx[(k - 1) % n], idx[(k + 1) % n]
-            else:
-                ip, inx = idx[max(k - 1, 0)], idx[min(k + 1, n - 1)]
-            t = z[inx] - z[ip]
-            if not t.any():
-                t = z[inx] - z[i] if (z[inx] - z[i]).any() else z[i] - z[ip]
-            if not t.any():
-                continue
-            t = t / math.sqrt(t[0] ** 2 + t[1] ** 2)
-            ai, bi = a[i], b[i]
-            if adaptive and n >= 3:
-                if curve.closed:
-                    m = k
-                    zp, zm, zn = z[idx[(m - 1) % n]], z[idx[m]], z[idx[(m + 1) % n]]
-                else:
-                    m = min(max(k, 1), n - 2)
-                    zp, zm, zn = z[idx[m - 1]], z[idx[m]], z[idx[m + 1]]
-                s = 1.0 - _angle(zm - zp, zn - zm) / math.pi
-                ai, bi = ai ** s, bi ** s
-            tt = np.outer(t, t)
-            W[i] = tt / ai ** 2 + (np.eye(2) - tt) / bi ** 2
-    return W
-
-
 def ref_aniso(x, z, scheme, a=5.0, b=3.0, adaptive=False):
     """Per-point d^T W d (eq. 2), shape (B, P)."""
     out = np.zeros(x.shape[:2])
     for bi in range(x.shape[0]):
-        W = ref_W(z[bi], scheme, a, b, adaptive)
+        W = ref_matrices(z[bi], scheme, a, b, adaptive)
         for i in range(x.shape[1]):
             d = x[bi, i] - z[bi, i]
             out[bi, i] = d @ W[i] @ d
@@ -254,7 +195,7 @@ def _awing_run(module):
 def _weights_run(dtype):
     _, z = _big_pair(dtype, B=2)
     zn = _np(z)
-    return L.anisotropic_weights(z, "ibug68", 5.0, 3.0), np.stack([ref_W(zn[i], S68, 5.0, 3.0) for i in range(2)]), None
+    return L.anisotropic_weights(z, "ibug68", 5.0, 3.0), np.stack([ref_matrices(zn[i], S68, 5.0, 3.0) for i in range(2)]), None
 
 
 def _mixed_run(module, form):
@@ -343,7 +284,7 @@ def test_per_point_a_b_match_eq6(adaptive):
     xt, zt = torch.as_tensor(x), torch.as_tensor(z)
     W = L.anisotropic_weights(zt, "ibug68", a, b, adaptive=adaptive).numpy()
     for i in range(2):
-        np.testing.assert_allclose(W[i], ref_W(z[i], S68, a, b, adaptive), rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(W[i], ref_matrices(z[i], S68, a, b, adaptive), rtol=1e-10, atol=1e-14)
     ref = ref_aniso(x, z, S68, a, b, adaptive)
     got = L.anisotropic_loss(xt, zt, "ibug68", a, b, adaptive=adaptive, reduction="none")
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10)
@@ -408,7 +349,7 @@ def test_anisotropic_adaptive_matches_independent_reference(name):
     assert not np.allclose(ref, ref_aniso(x, z, s, 5.0, 3.0))  # the adaptive weights differ
     W = L.anisotropic_weights(zt, name, 5.0, 3.0, adaptive=True).numpy()
     for i in range(2):  # (arccos here, atan2 there: agree to ~1e-12 relative)
-        np.testing.assert_allclose(W[i], ref_W(z[i], s, 5.0, 3.0, True), rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(W[i], ref_matrices(z[i], s, 5.0, 3.0, True), rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(L.anisotropic_loss(xt, zt, name, adaptive=True, reduction="none").numpy(),
                                ref, rtol=1e-12)
     np.testing.assert_allclose(L.AnisotropicLoss(name, adaptive=True)(xt, zt).item(), ref.mean(), rtol=1e-12)
@@ -511,7 +452,7 @@ def test_toy_scheme_short_curves_shared_points_match_eq4_6(adaptive, scale):
     zt, xt = torch.as_tensor(z), torch.as_tensor(x)
     W = L.anisotropic_weights(zt, s, 5.0, 3.0, adaptive=adaptive).numpy()
     for i in range(3):
-        Wr = ref_W(z[i], s, 5.0, 3.0, adaptive)
+        Wr = ref_matrices(z[i], s, 5.0, 3.0, adaptive)
         np.testing.assert_allclose(W[i], Wr, rtol=1e-10, atol=1e-14)
         for k in (0, 10, 13):
             np.testing.assert_array_equal(Wr[k], np.eye(2))
@@ -532,7 +473,7 @@ def test_anisotropic_normalised_coordinates(adaptive):
     x = z + rng.normal(scale=0.05, size=z.shape)
     W = L.anisotropic_weights(torch.as_tensor(z), "ibug68", 0.05, 0.03, adaptive=adaptive).numpy()
     for i in range(2):
-        np.testing.assert_allclose(W[i], ref_W(z[i], S68, 0.05, 0.03, adaptive), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(W[i], ref_matrices(z[i], S68, 0.05, 0.03, adaptive), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(
         L.anisotropic_loss(torch.as_tensor(x), torch.as_tensor(z), "ibug68", 0.05, 0.03, adaptive=adaptive,
                            reduction="none").numpy(), ref_aniso(x, z, S68, 0.05, 0.03, adaptive), rtol=1e-10)
@@ -580,7 +521,7 @@ def test_documented_defaults_match_the_papers():
     x = z + rng.normal(scale=3.0, size=z.shape)
     xt, zt = torch.as_tensor(x), torch.as_tensor(z)
     W = L.anisotropic_weights(zt, "ibug68").numpy()
-    np.testing.assert_allclose(W[1], ref_W(z[1], S68, 5.0, 3.0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(W[1], ref_matrices(z[1], S68, 5.0, 3.0), rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(L.anisotropic_wing_loss(xt, zt, "ibug68", reduction="none").numpy(),
                                ref_aniso_wing(x, z, S68), rtol=1e-12)
     np.testing.assert_allclose(L.AnisotropicWingLoss("ibug68", reduction="none")(xt, zt).numpy(),
@@ -622,7 +563,7 @@ def test_anisotropic_wing_small_errors_and_collapsed_points():
     xt, zt = torch.as_tensor(x), torch.as_tensor(z)
     q = ref_aniso(x, z, S68)
     assert (q < 1).mean() > 0.5
-    np.testing.assert_allclose(ref_W(z[1], S68, 5.0, 3.0)[5], np.eye(2))
+    np.testing.assert_allclose(ref_matrices(z[1], S68, 5.0, 3.0)[5], np.eye(2))
     np.testing.assert_allclose(L.anisotropic_loss(xt, zt, "ibug68", reduction="none").numpy(), q, rtol=1e-12)
     np.testing.assert_allclose(L.anisotropic_wing_loss(xt, zt, "ibug68", reduction="none").numpy(),
                                ref_aniso_wing(x, z, S68), rtol=1e-12)

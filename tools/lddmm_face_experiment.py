@@ -92,13 +92,9 @@ def _crop_and_predict(lm, ds, scheme=None, mean_shape=None, batch: int = 32):
     return np.concatenate(out)
 
 
-def _affine(src, dst):
-    X = np.c_[src, np.ones(len(src))]
-    return np.linalg.lstsq(X, dst, rcond=None)[0]
-
-
 def score_run(run: Path, data: Path) -> dict:
     from flmcore.models import Landmarker
+    from flmcore.nn._lddmm import _fit_affine  # the least-squares affine map of LDDMMFace's cross-annotation
     from flmcore.train._run import check_config, load_dataset, split_dataset
 
     lm = Landmarker.load(run / "best.pt", device="cpu")
@@ -130,7 +126,7 @@ def score_run(run: Path, data: Path) -> dict:
     mean68 = lm.network.mean_shape.double().numpy()
     Ts = np.stack([crop_transform(b, size, margin=margin) for b in te.boxes])
     p68_crop = transform_points(p68, Ts)
-    aff = np.stack([uncrop_points((np.c_[y0, np.ones(len(y0))] @ _affine(mean68[pairs_idx[:, 1]], q[pairs_idx[:, 1]]))
+    aff = np.stack([uncrop_points((np.c_[y0, np.ones(len(y0))] @ _fit_affine(mean68[pairs_idx[:, 1]], q[pairs_idx[:, 1]]))
                                   [None], T[None])[0] for q, T in zip(p68_crop, Ts)])
     still = uncrop_points(np.broadcast_to(y0, (len(te), *y0.shape)), Ts)
 

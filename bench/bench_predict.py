@@ -1,6 +1,6 @@
 """flmcore's shipped 68-point model beside dlib's ERT model (shape_predictor_68_face_landmarks).
 
-Two parts, one process:
+Three parts, one process:
 
 * **accuracy** on the project's validation split of ``300w_train_crops`` (198 faces; fixed
   name-hash split), with (a) landmark boxes (the 300-W protocol) and (b) each tool's own
@@ -132,7 +132,7 @@ def _unseen(lm, dl, root: Path) -> dict:
     found = [r for r in rows if all(np.isfinite(r[k]) for k in keys)]
     mean = {"face": f"mean of the {len(found)} faces every row found", **{k: float(np.mean([r[k] for r in found]))
                                                                           for k in keys}} if found else None
-    print(f"\nunseen faces (NME %, inter-ocular; nan = the detector missed the face):")
+    print("\nunseen faces (NME %, inter-ocular; nan = the detector missed the face):")
     print_table(rows + ([mean] if mean else []))
     return {"faces": rows, "mean": mean}
 

@@ -126,7 +126,8 @@ def _unseen(lm, dl, root: Path) -> dict:
                 boxes, _ = _dlib_detect(dl, img)
                 k = match_box(boxes, lbox) if len(boxes) else None
                 row["dlib detector"] = err(_dlib_points(dl, img, boxes[k])) if k is not None else float("nan")
-                row["dlib landmark box"] = err(_dlib_points(dl, img, _to_detector_box(lbox, MAPPER_COEFS["dlib"]["coef"])))
+                dbox = _to_detector_box(lbox, MAPPER_COEFS["dlib"]["coef"])
+                row["dlib landmark box"] = err(_dlib_points(dl, img, dbox))
             rows.append(row)
     keys = [k for k in rows[0] if k != "face"]
     found = [r for r in rows if all(np.isfinite(r[k]) for k in keys)]

@@ -206,6 +206,12 @@ def test_landmark_box_and_check_box_errors():
         check_box([0, 0, np.inf, 5])
     with pytest.raises(ValueError, match="invertible"):
         crop_image(np.zeros((10, 10), np.uint8), np.diag([0.0, 1.0, 1.0]), 8)
+    for size in (0, -3):  # a crop of no pixels is an error naming size, in both functions
+        with pytest.raises(ValueError, match="size"):
+            crop_transform([0, 0, 10, 10], size)
+        with pytest.raises(ValueError, match="size"):
+            crop_image(np.zeros((10, 10), np.uint8), np.eye(3), size)
+    assert crop_transform([0, 0, 10, 10], 1).shape == (3, 3)  # one pixel is allowed
 
 
 def test_as_rgb_conversions():

@@ -198,6 +198,7 @@ def test_opencv_without_cascades_names_the_pip_package(monkeypatch):
     ({"image": np.zeros((40, 40), complex)}, TypeError, "image"),
     ({"image": np.zeros((40, 40), bool)}, TypeError, "image"),
     ({"image": np.array([["a", "b"]])}, TypeError, "image"),
+    ({"image": np.zeros((40, 40), complex)}, TypeError, "image must be a uint8"),
     ({"image": np.zeros((40, 40, 5), np.uint8)}, ValueError, "image"),
     ({"image": np.zeros(40, np.uint8)}, ValueError, "image"),
     ({"image": np.zeros((0, 40), np.uint8)}, ValueError, "image"),
@@ -365,3 +366,100 @@ def test_detect_module_does_not_import_torch():
             "for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
     assert detect.__name__ == "flmcore.detect"
+
+
+# --------------------------------------------------------- references written from the docstrings
+def _nms_reference(b, s, thr):
+    """Greedy NMS as the docstring states it, one box at a time."""
+    kept = []
+    for i in sorted(range(len(b)), key=lambda i: (-s[i], i)):
+        cx, cy = (b[i][0] + b[i][2]) / 2, (b[i][1] + b[i][3]) / 2
+        ai = (b[i][2] - b[i][0]) * (b[i][3] - b[i][1])
+        drop = False
+        for k in kept:
+            ix = max(0.0, min(b[i][2], b[k][2]) - max(b[i][0], b[k][0]))
+            iy = max(0.0, min(b[i][3], b[k][3]) - max(b[i][1], b[k][1]))
+            ak = (b[k][2] - b[k][0]) * (b[k][3] - b[k][1])
+            inside = b[k][0] <= cx <= b[k][2] and b[k][1] <= cy <= b[k][3] and ak >= ai
+            if ix * iy / (ai + ak - ix * iy) > thr or inside:
+                drop = True
+                break
+        if not drop:
+            kept.append(i)
+    return kept
+
+
+def _match_reference(d, r, min_iou):
+    """match_box as its docstring states it: IoU >= min_iou or centre inside; best IoU, then nearest centre."""
+    best = None
+    for i, q in enumerate(d):
+        ix = max(0.0, min(q[2], r[2]) - max(q[0], r[0]))
+        iy = max(0.0, min(q[3], r[3]) - max(q[1], r[1]))
+        iou = ix * iy / ((q[2] - q[0]) * (q[3] - q[1]) + (r[2] - r[0]) * (r[3] - r[1]) - ix * iy)
+        cx, cy = (q[0] + q[2]) / 2, (q[1] + q[3]) / 2
+        if iou >= min_iou or (r[0] <= cx <= r[2] and r[1] <= cy <= r[3]):
+            dist = ((cx - (r[0] + r[2]) / 2) ** 2 + (cy - (r[1] + r[3]) / 2) ** 2) ** 0.5
+            if best is None or (-iou, dist) < best[0]:
+                best = ((-iou, dist), i)
+    return None if best is None else best[1]
+
+
+def _integer_boxes(rng, n, lo=0, hi=60, wmax=40):
+    """Boxes with integer corners and unequal sides: ties of IoU, area and edges do happen."""
+    xy = rng.integers(lo, hi, (n, 2))
+    wh = rng.integers(1, wmax, (n, 2))
+    return np.concatenate([xy, xy + wh], 1).astype(float)
+
+
+def test_non_max_suppression_against_the_docstring_reference(rng):
+    for trial in range(300):
+        b = _integer_boxes(rng, int(rng.integers(1, 9)))
+        s = rng.integers(0, 4, len(b)).astype(float)  # tied scores: the stable order decides
+        thr = float(rng.choice([0.0, 0.2, 0.3, 0.5, 1.0]))
+        assert non_max_suppression(b, s, thr).tolist() == _nms_reference(b.tolist(), s.tolist(), thr), trial
+    # a tall kept box and a small box whose centre lies inside it: dropped by area, not by IoU
+    assert non_max_suppression([[0, 0, 20, 100], [5, 40, 15, 60]], [0.9, 0.1], 0.9).tolist() == [0]
+    # the reverse (the larger box has the lower score) keeps both
+    assert non_max_suppression([[0, 0, 20, 100], [5, 40, 15, 60]], [0.1, 0.9], 0.9).tolist() == [1, 0]
+
+
+def test_match_box_against_the_docstring_reference(rng):
+    for trial in range(300):
+        d = _integer_boxes(rng, int(rng.integers(1, 7)), wmax=12)  # small equal-ish boxes: IoU ties
+        r = _integer_boxes(rng, 1, lo=5, hi=30, wmax=50)[0]
+        t = float(rng.choice([0.0, 0.1, 0.3]))
+        assert match_box(d, r, min_iou=t) == _match_reference(d.tolist(), r.tolist(), t), trial
+    # equal IoU, the nearer centre wins; the reference box is not square and not at the origin
+    ref = [10, 30, 110, 70]  # centre (60, 50)
+    assert match_box([[70, 45, 80, 55], [52, 45, 62, 55]], ref) == 1  # centres 15 vs 3 px away
+    assert match_box([[55, 56, 65, 66], [55, 32, 65, 42]], ref) == 0  # centres 11 vs 13 px away
+
+
+def test_opencv_frontal_and_profile_merge(monkeypatch):
+    """_detect_opencv with fake cascades: the profile detections are mirrored back, frontal ones win
+    ties at NMS with IoU threshold 0.3, and the minimum size reaches the cascade scaled by 2**upsample."""
+    calls = []
+    frontal = (np.array([[0.0, 0.0, 100.0, 100.0]]), np.array([1.0]))
+    profile = {  # a larger box around the frontal one (IoU 0.39, centre inside but larger: not by area)
+        False: (np.array([[-20.0, -20.0, 140.0, 140.0]]), np.array([5.0])),
+        True: (np.array([[10.0, 300.0, 60.0, 350.0]]), np.array([2.0])),  # in the mirrored image
+    }
+
+    def fake_haar(cv2_, cascade, gray, min_size, min_neighbors):
+        mirrored = len(calls) == 2
+        calls.append((cascade, gray.shape, min_size))
+        return frontal if cascade == "haarcascade_frontalface_alt2.xml" else profile[mirrored]
+
+    monkeypatch.setattr(detect, "_cascade", lambda cv2_, name: name)
+    monkeypatch.setattr(detect, "_haar", fake_haar)
+    rgb = np.zeros((400, 500, 3), np.uint8)
+    b, s = detect._detect_opencv(rgb, 0, 20, True, 3)
+    assert [c[2] for c in calls] == [20, 20, 20] and all(c[1] == (400, 500) for c in calls)
+    # the large profile box overlaps the frontal one with IoU 0.39 > 0.3: dropped; the mirrored
+    # profile box comes back as x -> W - 1 - x
+    np.testing.assert_array_equal(b, [[0, 0, 100, 100], [500 - 1 - 60, 300, 500 - 1 - 10, 350]])
+    np.testing.assert_array_equal(s, [1.0, 2.0])
+    calls.clear()
+    b2, _ = detect._detect_opencv(rgb, 2, 20, True, 3)
+    assert [c[2] for c in calls] == [80, 80, 80] and calls[0][1] == (1600, 2000)
+    np.testing.assert_allclose(b2[0], (np.array([0, 0, 100, 100]) + 0.5) / 4 - 0.5)

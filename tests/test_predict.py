@@ -191,3 +191,61 @@ def test_find_faces_retries_upsampled_for_small_faces():
     assert len(detect_faces(img, method="dlib")[0]) == 0
     b, _ = find_faces(img, "dlib")
     assert len(b) >= 5
+
+
+def test_predict_dataset_box_sources_refinement_and_missed_faces(fixed_lm, photo, tmp_path, monkeypatch):
+    """predict_dataset (the scoring path of flmcore evaluate): landmark boxes (no refinement),
+    the dataset's boxes, and detector boxes (one refinement pass; a face the detector misses is a
+    NaN row flagged in ``missing``), checked against the crop convention written out above."""
+    import flmcore.train._predict as P
+    from flmcore.datasets import LandmarkDataset
+    from flmcore.models import predict_dataset
+
+    lm, pts = fixed_lm
+    path = tmp_path / "photo.png"
+    Image.fromarray(photo).save(path)
+    rs = np.random.default_rng(3)
+    shapes = np.stack([rs.uniform([40, 30], [140, 150], (5, 2)), rs.uniform([210, 95], [380, 270], (5, 2))])
+    given = np.array([[35.0, 25.0, 150.0, 160.0], [200.0, 90.0, 390.0, 280.0]])
+    ds = LandmarkDataset.from_arrays([path, path], shapes, "mtfl5", boxes=given, names=["a", "b"])
+
+    def lbox(s):
+        return [s[:, 0].min(), s[:, 1].min(), s[:, 0].max(), s[:, 1].max()]
+
+    def refined(box):
+        return crop_to_image(pts, lbox(crop_to_image(pts, box)))
+
+    p, miss = predict_dataset(lm, ds, batch_images=1)
+    assert not miss.any()
+    for i in range(2):
+        np.testing.assert_allclose(p[i], crop_to_image(pts, lbox(shapes[i])), atol=1e-9)
+    p, _ = predict_dataset(lm, ds, boxes="dataset")
+    for i in range(2):
+        np.testing.assert_allclose(p[i], crop_to_image(pts, given[i]), atol=1e-9)
+    p, _ = predict_dataset(lm, ds, boxes="landmark", refine=1)
+    np.testing.assert_allclose(p[1], refined(lbox(shapes[1])), atol=1e-9)
+
+    # the "detector" finds only the second face (and a far-away false positive)
+    found = np.array([[0.0, 280.0, 20.0, 299.0], [205.0, 100.0, 385.0, 275.0]])
+    monkeypatch.setattr(P, "find_faces", lambda image, detector="auto": (found, np.ones(2)))
+    p, miss = predict_dataset(lm, ds, boxes="detector")
+    assert miss.tolist() == [True, False] and np.isnan(p[0]).all()
+    np.testing.assert_allclose(p[1], refined(found[1]), atol=1e-9)
+    p0, _ = predict_dataset(lm, ds, boxes="detector", refine=0)
+    np.testing.assert_allclose(p0[1], crop_to_image(pts, found[1]), atol=1e-9)
+    with pytest.raises(ValueError, match="boxes"):
+        predict_dataset(lm, ds, boxes="gt")
+
+
+def test_overlay_with_fewer_boxes_than_faces_and_batch_size_errors(fixed_lm, photo, tmp_path):
+    from flmcore.models import predict_batch
+    from flmcore.train._predict import draw_overlay
+
+    lm, pts = fixed_lm
+    two = np.stack([pts + 40, pts + 200])
+    draw_overlay(photo, two, tmp_path / "o.png", boxes=np.array([[40.0, 40.0, 100.0, 100.0]]))
+    im = np.asarray(Image.open(tmp_path / "o.png"))
+    assert im.shape == photo.shape and (im != photo).any()
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="batch_size"):
+            predict_batch(lm, [photo], [np.array([[40.0, 30.0, 140.0, 150.0]])], batch_size=bad)

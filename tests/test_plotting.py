@@ -74,3 +74,32 @@ def test_every_figure_goes_through_the_style_helper():
         if ".savefig(" in path.read_text():
             offenders.append(str(path.relative_to(ROOT)))
     assert not offenders, f"save figures with flmcore._plotting.save_figure: {offenders}"
+
+
+def test_plot_training_log_tool_writes_a_staged_figure(tmp_path):
+    """tools/plot_training_log.py (the train guide's figure) on two small stage logs."""
+    import json
+    import runpy
+    import sys
+
+    from conftest import REPO
+
+    logs = []
+    for k, lrs in enumerate(([1e-3, 1e-3, 1e-4], [5e-5, 5e-6])):
+        p = tmp_path / f"stage{k}.jsonl"
+        p.write_text("\n".join(json.dumps({"epoch": i + 1, "loss": 0.1 / (i + 1 + 3 * k), "lr": lr,
+                                           "val_nme_io": 5.0 - i - k}) for i, lr in enumerate(lrs)))
+        logs.append(str(p))
+    out = tmp_path / "curve.png"
+    argv = sys.argv
+    sys.argv = ["plot_training_log.py", *logs, "--note", "1 CPU thread", "--out", str(out)]
+    try:
+        with pytest.raises(SystemExit) as ex:
+            runpy.run_path(str(REPO / "tools" / "plot_training_log.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert ex.value.code == 0
+    from PIL import Image
+
+    w, h = Image.open(out).size
+    assert w > 800 and h > 300

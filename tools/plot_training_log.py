@@ -1,7 +1,8 @@
 """Figure of one training, possibly in stages (a run and the runs continued from it with train.init).
 
     python tools/plot_training_log.py configs/ibug68_pipnet_mbv2.log.jsonl \
-        configs/ibug68_pipnet_mbv2_continued.log.jsonl --out docs/_static/train_ibug68_curve.png
+        configs/ibug68_pipnet_mbv2_continued.log.jsonl configs/ibug68_pipnet_mbv2_unfrozen.log.jsonl \
+        --note "1 CPU thread" --out docs/_static/train_ibug68_curve.png
 
 Left axis: mean training loss per epoch; right panel: validation NME (inter-ocular, %) per epoch.
 Epochs are numbered across the stages; a dotted line marks where a stage starts and the note
@@ -19,6 +20,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("logs", nargs="+", type=Path, help="log.jsonl files, in training order")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--note", default="", help="the budget the logs do not record (e.g. the threads), "
+                    "written under the figure after each stage's schedule")
     a = ap.parse_args(argv)
     import matplotlib
 
@@ -51,7 +54,7 @@ def main(argv=None) -> int:
         ax2.set_ylabel("validation NME, inter-ocular (%)")
         if len(stages) > 1:
             ax2.legend(loc="upper right")
-        save_figure(fig, a.out, note="; ".join(notes) + "; 1 CPU thread")
+        save_figure(fig, a.out, note="\n".join(notes + ([a.note] if a.note else [])))  # one line per stage
     print(a.out)
     return 0
 
